@@ -1,0 +1,220 @@
+"""Load one time window of the source into the raw layer: COPY out, validate, COPY in, one transaction.
+
+The window is a whole number of hours `[window_start, window_end)`. For it, the loader reads:
+  - messages created in the window, api_events that occurred in it, conversations started in it;
+  - the conversations the window's messages belong to (so a message is judged against its
+    conversation whatever order partitions run in);
+  - all bots and organizations (small tables, synced whole);
+  - rows whose event timestamp is null or more than 5 minutes in the future of the run: they
+    belong to no partition, so every run sweeps them into quarantine with `partition_hour` null.
+Then every row is checked against metrics.md "Bad rows": rejected rows go to raw.quarantine with
+the rule, the partition hour and the run id; repaired rows are kept and counted in raw.repairs.
+Re-running a window replaces exactly what that window wrote (idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from . import rules
+from .schema import ensure_raw_schema
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+LANDING_DDL = """
+create temp table land_organizations (id uuid, name text, timezone text, created_at text) on commit drop;
+create temp table land_bots (id uuid, organization_id uuid, name text, llm_model text,
+  created_at text, updated_at text) on commit drop;
+create temp table land_conversations (id uuid, organization_id uuid, bot_id uuid, customer_phone_hash text,
+  customer_phone_last4 text, status text, started_at text, ended_at text, handoff_at text,
+  customer_satisfaction integer, updated_at text, role text) on commit drop;
+create temp table land_messages (id uuid, conversation_id uuid, direction text, created_at text,
+  response_time_ms integer, outcome text, knowledge_base_hit boolean, llm_model text,
+  prompt_tokens integer, completion_tokens integer, updated_at text) on commit drop;
+create temp table land_api_events (id bigint, organization_id uuid, bot_id uuid, kind text,
+  occurred_at text) on commit drop;
+"""
+
+
+def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, phone_key: str) -> dict:
+    """The COPY-out query per landing table. Phones are hashed (keyed) in the source query itself,
+    so a phone number never leaves the app database in the clear."""
+    p = {
+        "s": sql.Identifier(schema),
+        "lo": sql.Literal(lo),
+        "hi": sql.Literal(hi),
+        "future": sql.Literal(future),
+        "key": sql.Literal(phone_key),
+    }
+    message_window = (
+        "(m.created_at >= {lo} and m.created_at < {hi}) or m.created_at is null or m.created_at > {future}"
+    )
+    q = {
+        "land_organizations": "select id, name, timezone, created_at::text from {s}.organizations",
+        "land_bots": "select id, organization_id, name, llm_model, created_at::text, updated_at::text "
+        "from {s}.bots",
+        "land_conversations": """
+            select c.id, c.organization_id, c.bot_id,
+              encode(sha256(convert_to({key} || ':' || c.customer_phone, 'UTF8')), 'hex'),
+              right(c.customer_phone, 4), c.status, c.started_at::text, c.ended_at::text,
+              c.handoff_at::text, c.customer_satisfaction, c.updated_at::text,
+              case when c.started_at >= {lo} and c.started_at < {hi} then 'own'
+                   when c.started_at is null or c.started_at > {future} then 'swept'
+                   else 'ref' end
+            from {s}.conversations c
+            where (c.started_at >= {lo} and c.started_at < {hi})
+               or c.started_at is null or c.started_at > {future}
+               or c.id in (select m.conversation_id from {s}.messages m where """ + message_window + ")",
+        "land_messages": "select m.id, m.conversation_id, m.direction, m.created_at::text, m.response_time_ms, "
+        "m.outcome, m.knowledge_base_hit, m.llm_model, m.prompt_tokens, m.completion_tokens, "
+        "m.updated_at::text from {s}.messages m where " + message_window,
+        "land_api_events": "select id, organization_id, bot_id, kind, occurred_at::text from {s}.api_events "
+        "where (occurred_at >= {lo} and occurred_at < {hi}) or occurred_at is null or occurred_at > {future}",
+    }
+    return {table: sql.SQL(text).format(**p) for table, text in q.items()}
+
+
+@dataclass
+class LoadReport:
+    window_start: datetime
+    window_end: datetime
+    source_rows: dict[str, int] = field(default_factory=dict)
+    loaded_rows: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # rule -> rows of the window
+    swept: dict[str, int] = field(default_factory=dict)  # rule -> rows with a null or future timestamp
+    repaired: dict[str, int] = field(default_factory=dict)  # rule -> rows
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values()) + sum(self.swept.values())
+
+    @property
+    def repaired_total(self) -> int:
+        return sum(self.repaired.values())
+
+    def merge(self, other: LoadReport) -> None:
+        self.window_start = min(self.window_start, other.window_start)
+        self.window_end = max(self.window_end, other.window_end)
+        for mine, theirs in ((self.source_rows, other.source_rows), (self.loaded_rows, other.loaded_rows),
+                             (self.rejected, other.rejected), (self.repaired, other.repaired)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        self.swept = dict(other.swept)  # every window sweeps the same rows: keep the latest count
+
+
+def _check_window(lo: datetime, hi: datetime) -> None:
+    if lo.tzinfo is None or hi.tzinfo is None:
+        raise ValueError("window bounds must be timezone-aware (UTC)")
+    if hi <= lo:
+        raise ValueError(f"empty window [{lo}, {hi})")
+    for bound in (lo, hi):
+        if bound.minute or bound.second or bound.microsecond:
+            raise ValueError(f"window bound {bound.isoformat()} is not on a whole hour")
+
+
+def load_window(
+    source: psycopg.Connection,
+    warehouse: psycopg.Connection,
+    *,
+    source_schema: str,
+    window_start: datetime,
+    window_end: datetime,
+    run_id: str,
+    phone_hash_key: str,
+    now: datetime,
+) -> LoadReport:
+    """Load `[window_start, window_end)` in one warehouse transaction; idempotent."""
+    _check_window(window_start, window_end)
+    future = now + FUTURE_TOLERANCE
+    report = LoadReport(window_start, window_end)
+    params = {"lo": window_start, "hi": window_end, "future": future, "run_id": run_id}
+    with warehouse.transaction(), warehouse.cursor() as wh:
+        ensure_raw_schema(warehouse)
+        # one writer of the raw layer at a time: windows overlap in the swept rows and dimensions
+        wh.execute("select pg_advisory_xact_lock(hashtext('botflow.raw.load'))")
+        wh.execute(LANDING_DDL)
+        with source.transaction(), source.cursor() as src:
+            src.execute("set transaction isolation level repeatable read, read only")
+            for table, query in source_queries(source_schema, window_start, window_end, future,
+                                               phone_hash_key).items():
+                report.source_rows[table.removeprefix("land_")] = _copy_between(src, wh, query, table)
+        for statement in rules.VALIDATE:
+            wh.execute(statement, params)
+        for table, statement in rules.LOAD:
+            wh.execute(statement, params)
+            if table:
+                report.loaded_rows[table] = report.loaded_rows.get(table, 0) + max(wh.rowcount, 0)
+        for statement in rules.QUARANTINE_AND_REPAIRS:
+            wh.execute(statement, params)
+        wh.execute(rules.REJECTED_COUNTS, params)
+        for rule, swept, n in wh.fetchall():
+            (report.swept if swept else report.rejected)[rule] = n
+        wh.execute(rules.REPAIRED_COUNTS)
+        report.repaired = {rule: n for rule, n in wh.fetchall()}
+        wh.execute(
+            "insert into raw.ingest_log (window_start, window_end, run_id, source_rows, loaded_rows, "
+            "rejected_rows, repaired_rows) values (%s, %s, %s, %s, %s, %s, %s)",
+            (window_start, window_end, run_id, psycopg.types.json.Jsonb(report.source_rows),
+             psycopg.types.json.Jsonb(report.loaded_rows), report.rejected_total, report.repaired_total),
+        )
+    return report
+
+
+def _copy_between(src: psycopg.Cursor, dst: psycopg.Cursor, query: sql.Composed, table: str) -> int:
+    """Stream the rows of `query` from the source into `table`; memory stays flat."""
+    rows = 0
+    copy_out = sql.SQL("copy ({}) to stdout").format(query)
+    with src.copy(copy_out) as out, dst.copy(sql.SQL("copy {} from stdin").format(sql.Identifier(table))) as inp:
+        for chunk in out:
+            inp.write(chunk)
+            rows += bytes(chunk).count(b"\n")
+    return rows
+
+
+def hour_chunks(start: datetime, end: datetime, hours: int) -> list[tuple[datetime, datetime]]:
+    """Split `[start, end)` into windows of at most `hours` hours."""
+    _check_window(start, end)
+    chunks = []
+    lo = start
+    while lo < end:
+        hi = min(lo + timedelta(hours=hours), end)
+        chunks.append((lo, hi))
+        lo = hi
+    return chunks
+
+
+def load_range(
+    source: psycopg.Connection,
+    warehouse: psycopg.Connection,
+    *,
+    source_schema: str,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    phone_hash_key: str,
+    now: datetime,
+    chunk_hours: int = 24,
+    progress: Callable[[str], None] | None = None,
+) -> LoadReport:
+    """Load a range as a sequence of day-sized windows, each one transaction, then ANALYZE."""
+    total = LoadReport(start, end)
+    chunks = hour_chunks(start, end, chunk_hours)
+    for i, (lo, hi) in enumerate(chunks, 1):
+        report = load_window(source, warehouse, source_schema=source_schema, window_start=lo,
+                             window_end=hi, run_id=run_id, phone_hash_key=phone_hash_key, now=now)
+        total.merge(report)
+        if progress:
+            progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) ({i}/{len(chunks)}): "
+                     f"{report.loaded_rows.get('messages', 0)} messages, {report.rejected_total} rejected, "
+                     f"{report.repaired_total} repaired")
+    if len(chunks) > 1:
+        with warehouse.cursor() as cur:
+            for table in ("conversations", "messages", "api_events"):
+                cur.execute(sql.SQL("analyze raw.{}").format(sql.Identifier(table)))
+        warehouse.commit()
+    return total

@@ -1,0 +1,223 @@
+"""The contract checks of metrics.md "Bad rows", as SQL over the landing tables.
+
+A row is checked against the rejection rules in the order below; the first it breaks is the one
+recorded. Rows that pass are repaired where a repair rule applies, and loaded.
+"""
+
+from __future__ import annotations
+
+# rule name -> what it means (also the text shown in docs and check messages)
+REJECTION_RULES = {
+    "conversation_status_unknown": "conversations.status is not active, resolved or escalated",
+    "conversation_started_at_invalid": "conversations.started_at is null or unparsable",
+    "conversation_timestamp_unparsable": "conversations.ended_at or handoff_at is not a timestamp",
+    "conversation_started_at_future": "conversations.started_at is more than 5 minutes after the run",
+    "conversation_ended_before_started": "conversations.ended_at is before started_at",
+    "conversation_bot_missing": "the conversation's bot does not exist",
+    "conversation_organization_missing": "the conversation's organization does not exist",
+    "message_direction_unknown": "messages.direction is not inbound or outbound",
+    "message_created_at_invalid": "messages.created_at is null or unparsable",
+    "message_created_at_future": "messages.created_at is more than 5 minutes after the run",
+    "message_outcome_unknown": "a bot reply's outcome is not success, failed or fallback",
+    "message_conversation_missing": "the message's conversation does not exist",
+    "message_conversation_rejected": "the message's conversation was rejected",
+    "api_event_kind_unknown": "api_events.kind is not api_call or webhook_received",
+    "api_event_occurred_at_invalid": "api_events.occurred_at is null or unparsable",
+    "api_event_occurred_at_future": "api_events.occurred_at is more than 5 minutes after the run",
+}
+REPAIR_RULES = {
+    "conversation_csat_out_of_range": "customer_satisfaction outside 1..5 is treated as null",
+    "message_response_time_negative": "a negative response_time_ms is treated as null",
+    "message_inbound_fields_ignored": "outcome, knowledge_base_hit, llm_model, response time and tokens "
+    "on an inbound message are ignored",
+    "message_tokens_invalid": "negative (or null) token counts are treated as 0",
+}
+
+VALIDATE = [
+    """
+    create temp table v_conversations on commit drop as
+    select l.*, t.started_ts, t.ended_ts, t.handoff_ts, t.updated_ts,
+      case
+        when l.status is null or l.status not in ('active', 'resolved', 'escalated')
+          then 'conversation_status_unknown'
+        when t.started_ts is null then 'conversation_started_at_invalid'
+        when (l.ended_at is not null and t.ended_ts is null) or (l.handoff_at is not null and t.handoff_ts is null)
+          then 'conversation_timestamp_unparsable'
+        when t.started_ts > %(future)s then 'conversation_started_at_future'
+        when t.ended_ts < t.started_ts then 'conversation_ended_before_started'
+        when not exists (select 1 from land_bots b where b.id = l.bot_id) then 'conversation_bot_missing'
+        when not exists (select 1 from land_organizations o where o.id = l.organization_id)
+          then 'conversation_organization_missing'
+      end as rejected_by,
+      case when l.customer_satisfaction not between 1 and 5 then array['conversation_csat_out_of_range']
+           else '{}'::text[] end as repaired_rules
+    from land_conversations l
+    cross join lateral (select raw.try_timestamptz(l.started_at) as started_ts,
+                               raw.try_timestamptz(l.ended_at) as ended_ts,
+                               raw.try_timestamptz(l.handoff_at) as handoff_ts,
+                               raw.try_timestamptz(l.updated_at) as updated_ts) t
+    """,
+    "create index on v_conversations (id)",
+    """
+    create temp table v_messages on commit drop as
+    select l.*, t.created_ts, t.updated_ts,
+      case
+        when l.direction is null or l.direction not in ('inbound', 'outbound') then 'message_direction_unknown'
+        when t.created_ts is null then 'message_created_at_invalid'
+        when t.created_ts > %(future)s then 'message_created_at_future'
+        when l.direction = 'outbound' and l.outcome not in ('success', 'failed', 'fallback')
+          then 'message_outcome_unknown'
+        when c.id is null then 'message_conversation_missing'
+        when c.rejected_by is not null then 'message_conversation_rejected'
+      end as rejected_by,
+      case when l.direction = 'inbound' then
+             case when l.outcome is not null or l.knowledge_base_hit is not null or l.llm_model is not null
+                       or l.response_time_ms is not null or coalesce(l.prompt_tokens, 0) <> 0
+                       or coalesce(l.completion_tokens, 0) <> 0
+                  then array['message_inbound_fields_ignored'] else '{}'::text[] end
+           else
+             case when l.response_time_ms < 0 then array['message_response_time_negative']
+                  else '{}'::text[] end
+             || case when l.prompt_tokens is null or l.prompt_tokens < 0 or l.completion_tokens is null
+                          or l.completion_tokens < 0
+                     then array['message_tokens_invalid'] else '{}'::text[] end
+      end as repaired_rules
+    from land_messages l
+    left join v_conversations c on c.id = l.conversation_id
+    cross join lateral (select raw.try_timestamptz(l.created_at) as created_ts,
+                               raw.try_timestamptz(l.updated_at) as updated_ts) t
+    """,
+    """
+    create temp table v_api_events on commit drop as
+    select l.*, t.occurred_ts,
+      case
+        when l.kind is null or l.kind not in ('api_call', 'webhook_received') then 'api_event_kind_unknown'
+        when t.occurred_ts is null then 'api_event_occurred_at_invalid'
+        when t.occurred_ts > %(future)s then 'api_event_occurred_at_future'
+      end as rejected_by
+    from land_api_events l
+    cross join lateral (select raw.try_timestamptz(l.occurred_at) as occurred_ts) t
+    """,
+]
+
+# (table whose loaded row count the statement reports, or None) -> statement
+LOAD = [
+    (None, """
+    insert into raw.organizations (id, name, timezone, created_at, _run_id)
+    select id, name, timezone, raw.try_timestamptz(created_at), %(run_id)s from land_organizations
+    on conflict (id) do update set name = excluded.name, timezone = excluded.timezone,
+      created_at = excluded.created_at, _run_id = excluded._run_id, _loaded_at = now()
+    where (raw.organizations.name, raw.organizations.timezone, raw.organizations.created_at)
+      is distinct from (excluded.name, excluded.timezone, excluded.created_at)
+    """),
+    (None, """
+    insert into raw.bots (id, organization_id, name, llm_model, created_at, updated_at, _run_id)
+    select id, organization_id, name, llm_model, raw.try_timestamptz(created_at),
+      raw.try_timestamptz(updated_at), %(run_id)s from land_bots
+    on conflict (id) do update set organization_id = excluded.organization_id, name = excluded.name,
+      llm_model = excluded.llm_model, created_at = excluded.created_at, updated_at = excluded.updated_at,
+      _run_id = excluded._run_id, _loaded_at = now()
+    where raw.bots.updated_at is null or excluded.updated_at >= raw.bots.updated_at
+    """),
+    # a conversation deleted from the source, or now rejected, leaves the raw layer
+    (None, """
+    delete from raw.conversations r
+    where (r.started_at >= %(lo)s and r.started_at < %(hi)s
+           and not exists (select 1 from land_conversations l where l.id = r.id))
+       or exists (select 1 from v_conversations v where v.id = r.id and v.rejected_by is not null)
+    """),
+    ("conversations", """
+    insert into raw.conversations (id, organization_id, bot_id, customer_phone_hash, customer_phone_last4,
+      status, started_at, ended_at, handoff_at, customer_satisfaction, updated_at, repaired_rules, _run_id)
+    select id, organization_id, bot_id, customer_phone_hash, customer_phone_last4, status, started_ts,
+      ended_ts, handoff_ts,
+      case when customer_satisfaction between 1 and 5 then customer_satisfaction end,
+      updated_ts, repaired_rules, %(run_id)s
+    from v_conversations where rejected_by is null
+    on conflict (id) do update set organization_id = excluded.organization_id, bot_id = excluded.bot_id,
+      customer_phone_hash = excluded.customer_phone_hash, customer_phone_last4 = excluded.customer_phone_last4,
+      status = excluded.status, started_at = excluded.started_at, ended_at = excluded.ended_at,
+      handoff_at = excluded.handoff_at, customer_satisfaction = excluded.customer_satisfaction,
+      updated_at = excluded.updated_at, repaired_rules = excluded.repaired_rules,
+      _run_id = excluded._run_id, _loaded_at = now()
+    where raw.conversations.updated_at is null or excluded.updated_at >= raw.conversations.updated_at
+    """),
+    (None, "delete from raw.messages where created_at >= %(lo)s and created_at < %(hi)s"),
+    (None, "delete from raw.messages r using land_messages l where l.id = r.id"),
+    ("messages", """
+    insert into raw.messages (id, conversation_id, direction, created_at, response_time_ms, outcome,
+      knowledge_base_hit, llm_model, prompt_tokens, completion_tokens, updated_at, repaired_rules, _run_id)
+    select id, conversation_id, direction, created_ts,
+      case when direction = 'outbound' and response_time_ms >= 0 then response_time_ms end,
+      case when direction = 'outbound' then outcome end,
+      case when direction = 'outbound' then knowledge_base_hit end,
+      case when direction = 'outbound' then llm_model end,
+      case when direction = 'outbound' then greatest(coalesce(prompt_tokens, 0), 0) else 0 end,
+      case when direction = 'outbound' then greatest(coalesce(completion_tokens, 0), 0) else 0 end,
+      updated_ts, repaired_rules, %(run_id)s
+    from v_messages where rejected_by is null
+    on conflict (id) do nothing
+    """),
+    (None, "delete from raw.api_events where occurred_at >= %(lo)s and occurred_at < %(hi)s"),
+    (None, "delete from raw.api_events r using land_api_events l where l.id = r.id"),
+    ("api_events", """
+    insert into raw.api_events (id, organization_id, bot_id, kind, occurred_at, _run_id)
+    select id, organization_id, bot_id, kind, occurred_ts, %(run_id)s from v_api_events
+    where rejected_by is null
+    on conflict (id) do nothing
+    """),
+]
+
+_IN_WINDOW = "{ts} >= %(lo)s and {ts} < %(hi)s"
+_HOUR = "case when " + _IN_WINDOW + " then date_trunc('hour', {ts}, 'UTC') end"
+
+QUARANTINE_AND_REPAIRS = [
+    """
+    delete from raw.quarantine
+    where (partition_hour >= %(lo)s and partition_hour < %(hi)s) or partition_hour is null
+    """,
+    f"""
+    insert into raw.quarantine (source_table, source_id, rule, partition_hour, run_id, source_row)
+    select 'conversations', id::text, rejected_by, {_HOUR.format(ts='started_ts')}, %(run_id)s,
+      to_jsonb(v) - 'started_ts' - 'ended_ts' - 'handoff_ts' - 'updated_ts' - 'rejected_by'
+    from v_conversations v where rejected_by is not null and role in ('own', 'swept')
+    union all
+    select 'messages', id::text, rejected_by, {_HOUR.format(ts='created_ts')}, %(run_id)s,
+      to_jsonb(v) - 'created_ts' - 'updated_ts' - 'rejected_by' - 'repaired_rules'
+    from v_messages v where rejected_by is not null
+    union all
+    select 'api_events', id::text, rejected_by, {_HOUR.format(ts='occurred_ts')}, %(run_id)s,
+      to_jsonb(v) - 'occurred_ts' - 'rejected_by'
+    from v_api_events v where rejected_by is not null
+    """,
+    "delete from raw.repairs where partition_hour >= %(lo)s and partition_hour < %(hi)s",
+    f"""
+    insert into raw.repairs (source_table, rule, partition_hour, repaired_rows, run_id)
+    select source_table, rule, partition_hour, count(*), %(run_id)s from (
+      select 'conversations' as source_table, unnest(repaired_rules) as rule,
+        date_trunc('hour', started_ts, 'UTC') as partition_hour
+      from v_conversations where rejected_by is null and {_IN_WINDOW.format(ts='started_ts')}
+      union all
+      select 'messages', unnest(repaired_rules), date_trunc('hour', created_ts, 'UTC')
+      from v_messages where rejected_by is null
+    ) r group by 1, 2, 3
+    """,
+]
+
+# (rule, swept, rows): swept rows (null or future timestamps) are seen again by every run
+REJECTED_COUNTS = """
+select rejected_by, swept, count(*)::int from (
+  select rejected_by, role = 'swept' as swept from v_conversations
+  where rejected_by is not null and role in ('own', 'swept')
+  union all select rejected_by, created_ts is null or created_ts >= %(hi)s from v_messages
+  where rejected_by is not null
+  union all select rejected_by, occurred_ts is null or occurred_ts >= %(hi)s from v_api_events
+  where rejected_by is not null
+) r group by 1, 2 order by 1, 2
+"""
+REPAIRED_COUNTS = """
+select rule, count(*)::int from (
+  select unnest(repaired_rules) as rule from v_conversations where rejected_by is null and role = 'own'
+  union all select unnest(repaired_rules) from v_messages where rejected_by is null
+) r group by 1 order by 1
+"""

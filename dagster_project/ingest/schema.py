@@ -1,0 +1,78 @@
+"""The warehouse's raw layer: validated copies of the source rows, quarantine and repair counts."""
+
+from __future__ import annotations
+
+import psycopg
+
+RAW_DDL = """
+create schema if not exists raw;
+
+-- a timestamp that does not parse becomes null, and the row is rejected by the rule that needs it
+create or replace function raw.try_timestamptz(v text) returns timestamptz
+language plpgsql stable parallel safe as $$
+begin
+  return v::timestamptz;
+exception when others then
+  return null;
+end $$;
+
+create table if not exists raw.organizations (
+  id uuid primary key, name text, timezone text, created_at timestamptz,
+  _run_id text, _loaded_at timestamptz not null default now());
+
+create table if not exists raw.bots (
+  id uuid primary key, organization_id uuid, name text, llm_model text,
+  created_at timestamptz, updated_at timestamptz,
+  _run_id text, _loaded_at timestamptz not null default now());
+
+create table if not exists raw.conversations (
+  id uuid primary key, organization_id uuid not null, bot_id uuid not null,
+  customer_phone_hash text, customer_phone_last4 text, status text not null,
+  started_at timestamptz not null, ended_at timestamptz, handoff_at timestamptz,
+  customer_satisfaction smallint, updated_at timestamptz,
+  repaired_rules text[] not null default '{}',
+  _run_id text, _loaded_at timestamptz not null default now());
+create index if not exists conversations_started_at_idx on raw.conversations (started_at);
+create index if not exists conversations_ended_at_idx on raw.conversations (ended_at);
+create index if not exists conversations_handoff_at_idx on raw.conversations (handoff_at);
+
+create table if not exists raw.messages (
+  id uuid primary key, conversation_id uuid not null, direction text not null,
+  created_at timestamptz not null, response_time_ms integer, outcome text, knowledge_base_hit boolean,
+  llm_model text, prompt_tokens integer not null, completion_tokens integer not null,
+  updated_at timestamptz, repaired_rules text[] not null default '{}',
+  _run_id text, _loaded_at timestamptz not null default now());
+create index if not exists messages_created_at_idx on raw.messages (created_at);
+create index if not exists messages_conversation_id_idx on raw.messages (conversation_id, created_at);
+
+create table if not exists raw.api_events (
+  id bigint primary key, organization_id uuid not null, bot_id uuid, kind text not null,
+  occurred_at timestamptz not null,
+  _run_id text, _loaded_at timestamptz not null default now());
+create index if not exists api_events_occurred_at_idx on raw.api_events (occurred_at);
+
+-- rows whose meaning is unknown: kept here with the rule they broke, never in a metric.
+-- partition_hour is null for rows swept up because their timestamp is null or in the future.
+create table if not exists raw.quarantine (
+  source_table text not null, source_id text, rule text not null, partition_hour timestamptz,
+  run_id text, quarantined_at timestamptz not null default now(), source_row jsonb);
+create index if not exists quarantine_partition_idx on raw.quarantine (source_table, partition_hour);
+
+-- rows kept after a repair, counted per rule and hourly partition
+create table if not exists raw.repairs (
+  source_table text not null, rule text not null, partition_hour timestamptz not null,
+  repaired_rows integer not null, run_id text, counted_at timestamptz not null default now());
+create index if not exists repairs_partition_idx on raw.repairs (source_table, partition_hour);
+
+-- one row per loaded window: what was read, loaded, rejected and repaired
+create table if not exists raw.ingest_log (
+  window_start timestamptz not null, window_end timestamptz not null, run_id text,
+  loaded_at timestamptz not null default now(), source_rows jsonb, loaded_rows jsonb,
+  rejected_rows integer, repaired_rows integer);
+"""
+
+
+def ensure_raw_schema(conn: psycopg.Connection) -> None:
+    """Create the raw layer if absent (idempotent); serialised so concurrent runs don't race."""
+    conn.execute("select pg_advisory_xact_lock(hashtext('botflow.raw.ddl'))")
+    conn.execute(RAW_DDL)

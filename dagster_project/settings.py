@@ -1,0 +1,171 @@
+"""Configuration from the environment, with an embedded PostgreSQL as the default.
+
+Every setting has an environment variable; `Settings.from_env()` reads them once. When the database
+URLs are unset, an embedded PostgreSQL (PyPI `pgserver`) under `$BOTFLOW_HOME/pgdata` serves the
+source demo database, the warehouse and Dagster's storage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+DAGSTER_YAML = REPO_ROOT / "dagster_home" / "dagster.yaml"
+
+EMBEDDED_DATABASES = {
+    "source": "botflow_source",
+    "warehouse": "botflow_warehouse",
+    "dagster": "botflow_dagster",
+}
+DEV_PHONE_HASH_KEY = "botflow-dev-key-not-secret"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the setting to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    source_url: str
+    source_schema: str
+    warehouse_url: str
+    dagster_storage_url: str
+    dagster_home: Path
+    botflow_home: Path
+    phone_hash_key: str
+    partitions_start: str
+    embedded: bool
+
+    @classmethod
+    def from_env(cls, *, start_embedded: bool = True) -> Settings:
+        env = os.environ
+        home = Path(env.get("BOTFLOW_HOME", REPO_ROOT / ".botflow")).resolve()
+        source_url = env.get("BOTFLOW_SOURCE_URL", "")
+        warehouse_url = env.get("BOTFLOW_WAREHOUSE_URL", "")
+        storage_url = env.get("BOTFLOW_DAGSTER_STORAGE_URL", "")
+        embedded = not (source_url and warehouse_url)
+        if embedded and start_embedded:
+            urls = embedded_urls(home)
+            source_url = source_url or urls["source"]
+            warehouse_url = warehouse_url or urls["warehouse"]
+            storage_url = storage_url or urls["dagster"]
+        if not storage_url and warehouse_url:
+            storage_url = warehouse_url
+        for name, url in (("BOTFLOW_SOURCE_URL", source_url), ("BOTFLOW_WAREHOUSE_URL", warehouse_url)):
+            validate_url(name, url)
+        schema = env.get("BOTFLOW_SOURCE_SCHEMA", "public")
+        if not schema.replace("_", "").isalnum():
+            raise ConfigError(f"BOTFLOW_SOURCE_SCHEMA={schema!r} is not a plain schema name")
+        return cls(
+            source_url=source_url,
+            source_schema=schema,
+            warehouse_url=warehouse_url,
+            dagster_storage_url=storage_url,
+            dagster_home=Path(env.get("DAGSTER_HOME", home / "dagster_home")).resolve(),
+            botflow_home=home,
+            phone_hash_key=env.get("BOTFLOW_PHONE_HASH_KEY", DEV_PHONE_HASH_KEY),
+            partitions_start=env.get("BOTFLOW_PARTITIONS_START", "2025-01-01"),
+            embedded=embedded,
+        )
+
+    def export(self) -> None:
+        """Publish the settings as environment variables for Dagster, dbt and child processes."""
+        os.environ["BOTFLOW_SOURCE_URL"] = self.source_url
+        os.environ["BOTFLOW_SOURCE_SCHEMA"] = self.source_schema
+        os.environ["BOTFLOW_WAREHOUSE_URL"] = self.warehouse_url
+        os.environ["BOTFLOW_DAGSTER_STORAGE_URL"] = sqlalchemy_url(self.dagster_storage_url)
+        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
+        os.environ["BOTFLOW_PHONE_HASH_KEY"] = self.phone_hash_key
+        os.environ["BOTFLOW_PARTITIONS_START"] = self.partitions_start
+        os.environ.update(dbt_env(self.warehouse_url))
+        os.environ["PGTZ"] = "UTC"
+
+    def prepare_dagster_home(self) -> Path:
+        """Create $DAGSTER_HOME with the repo's dagster.yaml (PostgreSQL storage, queued runs)."""
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        target = self.dagster_home / "dagster.yaml"
+        if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
+            shutil.copyfile(DAGSTER_YAML, target)
+        return self.dagster_home
+
+
+def validate_url(name: str, url: str) -> None:
+    if not url:
+        raise ConfigError(f"{name} is not set (a postgresql:// URL)")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{name} must be a postgresql:// URL, got {redact(url)!r}")
+    try:
+        conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"{name} is not a valid PostgreSQL URL: {exc}") from exc
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable url>"
+    if parts.get("password"):
+        return url.replace(str(parts["password"]), "***")
+    return url
+
+
+def dbt_env(warehouse_url: str) -> dict[str, str]:
+    """The BOTFLOW_DBT_* variables that dbt/profiles.yml reads, taken from the warehouse URL."""
+    parts = conninfo.conninfo_to_dict(warehouse_url)
+    return {
+        "BOTFLOW_DBT_HOST": str(parts.get("host") or "127.0.0.1"),
+        "BOTFLOW_DBT_PORT": str(parts.get("port") or "5432"),
+        "BOTFLOW_DBT_USER": str(parts.get("user") or "postgres"),
+        "BOTFLOW_DBT_PASSWORD": str(parts.get("password") or ""),
+        "BOTFLOW_DBT_DBNAME": str(parts.get("dbname") or "postgres"),
+    }
+
+
+def sqlalchemy_url(url: str) -> str:
+    """dagster-postgres needs the psycopg2 driver named explicitly under SQLAlchemy 2.1."""
+    for prefix in ("postgresql+psycopg2://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def with_database(url: str, dbname: str) -> str:
+    parts = conninfo.conninfo_to_dict(url)
+    parts["dbname"] = dbname
+    host = parts.pop("host", None)
+    port = parts.pop("port", None)
+    user = parts.pop("user", "postgres")
+    password = parts.pop("password", "")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host and str(host).startswith("/"):
+        return f"postgresql://{auth}/{dbname}?host={host}" + (f"&port={port}" if port else "")
+    return f"postgresql://{auth}{host or '127.0.0.1'}:{port or 5432}/{dbname}"
+
+
+def embedded_urls(home: Path) -> dict[str, str]:
+    """Start (or reuse) the embedded PostgreSQL and make sure its databases exist."""
+    import pgserver  # imported lazily: only needed without configured URLs
+
+    home.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(home / "pgdata", cleanup_mode=None)
+    base = server.get_uri()
+    ensure_databases(base, EMBEDDED_DATABASES.values())
+    return {role: with_database(base, db) for role, db in EMBEDDED_DATABASES.items()}
+
+
+def ensure_databases(admin_url: str, names) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        existing = {r[0] for r in conn.execute("select datname from pg_database")}
+        for name in names:
+            if name not in existing:
+                conn.execute(f'create database "{name}"')
+            conn.execute(f"alter database \"{name}\" set timezone to 'UTC'")
