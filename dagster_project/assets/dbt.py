@@ -1,0 +1,128 @@
+"""dbt models as Dagster assets, split by partitions definition.
+
+Each split is one `@dbt_assets` with `BackfillPolicy.single_run()`: a backfill of any range is one
+dbt invocation whose window vars cover the whole range.
+"""
+
+
+import json
+import shutil
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from ..dbt_project import dbt_project, ensure_manifest
+from ..ingest.schema import ensure_raw_schema
+from ..partitions import daily_partitions, hourly_partitions
+from ..policies import POOL_DBT_DAILY, POOL_DBT_HOURLY, POOL_DBT_VIEWS, RETRY_POLICY
+from ..resources import WarehouseDatabase
+
+MANIFEST = ensure_manifest()
+
+
+def _upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> set[str]:
+    """The dbt sources a node reads, through any number of models."""
+    found: set[str] = set()
+    stack = [unique_id]
+    seen: set[str] = set()
+    while stack:
+        node_id = stack.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        if node_id.startswith("source."):
+            found.add(node_id)
+            continue
+        node = manifest["nodes"].get(node_id, {})
+        stack.extend(node.get("depends_on", {}).get("nodes", []))
+    return found
+
+
+class BotflowDbtTranslator(DagsterDbtTranslator):
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        """Partitioned marts also depend directly on the raw tables their views read, so that a
+        partition run orders ingestion before the marts (the views themselves are not partitioned)."""
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest["nodes"].get(unique_id, {})
+        if {"hourly", "daily"} & set(node.get("tags", [])):
+            raw_keys = sorted(
+                dg.AssetKey(["raw", manifest["sources"][source_id]["name"]])
+                for source_id in _upstream_sources(manifest, unique_id)
+            )
+            spec = spec.merge_attributes(deps=[key for key in raw_keys if key not in {d.asset_key for d in spec.deps}])
+        return spec
+
+    def get_group_name(self, dbt_resource_props: dict[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "reference"
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[1] if len(fqn) > 2 else "dbt"
+
+
+TRANSLATOR = BotflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
+
+
+def dbt_window_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """The partition (range) window as the dbt vars the incremental models read."""
+    window = context.partition_time_window
+    return {"window_start": window.start.isoformat(), "window_end": window.end.isoformat()}
+
+
+def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str]) -> Iterator[Any]:
+    """`dbt build` with the given args; the per-run target folder is removed afterwards."""
+    invocation = dbt.cli(["build", *args, "--exclude", "test_type:unit"], context=context)
+    try:
+        yield from invocation.stream()
+    finally:
+        shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+
+@dbt_assets(
+    manifest=MANIFEST,
+    select="tag:views resource_type:seed",
+    name="dbt_views",
+    dagster_dbt_translator=TRANSLATOR,
+    project=dbt_project,
+    retry_policy=RETRY_POLICY,
+    pool=POOL_DBT_VIEWS,
+)
+def dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseDatabase):
+    """Staging and intermediate views and the LLM price list seed (no partitions)."""
+    with warehouse.connect() as conn, conn.transaction():
+        ensure_raw_schema(conn)  # the views read raw tables: on a new warehouse, create them empty
+    yield from run_dbt(context, dbt, [])
+
+
+@dbt_assets(
+    manifest=MANIFEST,
+    select="tag:hourly",
+    name="dbt_hourly",
+    partitions_def=hourly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=TRANSLATOR,
+    project=dbt_project,
+    retry_policy=RETRY_POLICY,
+    pool=POOL_DBT_HOURLY,
+)
+def dbt_hourly(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """fct_bot_replies and usage_analytics for the partition's hours."""
+    yield from run_dbt(context, dbt, ["--vars", json.dumps(dbt_window_vars(context))])
+
+
+@dbt_assets(
+    manifest=MANIFEST,
+    select="tag:daily",
+    name="dbt_daily",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=TRANSLATOR,
+    project=dbt_project,
+    retry_policy=RETRY_POLICY,
+    pool=POOL_DBT_DAILY,
+)
+def dbt_daily(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """conversation_metrics and bot_performance_metrics for the partition's days."""
+    yield from run_dbt(context, dbt, ["--vars", json.dumps(dbt_window_vars(context))])

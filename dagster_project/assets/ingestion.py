@@ -1,0 +1,80 @@
+"""Ingestion: hourly partitions of the source, COPY-ed into the warehouse's raw layer."""
+
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from ..ingest.loader import LoadReport, load_range
+from ..ingest.rules import REJECTION_RULES, REPAIR_RULES
+from ..partitions import hourly_partitions
+from ..policies import POOL_RAW, RETRY_POLICY
+from ..resources import SourceDatabase, WarehouseDatabase
+
+RAW_TABLES = {
+    "organizations": "Organizations, synced whole on every run.",
+    "bots": "Bots and their default LLM model, synced whole on every run.",
+    "conversations": "Conversations started in the partition's hour, and those its messages belong to; "
+    "the newest updated_at wins. Phones are stored as a keyed hash and the last 4 digits.",
+    "messages": "Messages created in the partition's hour, validated and repaired.",
+    "api_events": "API calls and webhooks that occurred in the partition's hour.",
+}
+RULES_DOC = "\n".join(f"- `{rule}`: {text}" for rule, text in {**REJECTION_RULES, **REPAIR_RULES}.items())
+
+
+@dg.multi_asset(
+    name="raw_ingestion",
+    specs=[
+        dg.AssetSpec(
+            key=["raw", table],
+            description=f"{text}\n\nRejected rows go to raw.quarantine, repairs are counted in raw.repairs. "
+            f"Rules:\n{RULES_DOC}",
+            group_name="ingestion",
+            kinds={"python", "postgres"},
+        )
+        for table, text in RAW_TABLES.items()
+    ],
+    partitions_def=hourly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    retry_policy=RETRY_POLICY,
+    pool=POOL_RAW,
+)
+def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseDatabase):
+    """COPY the partition's window out of the app database, check every row, COPY it into raw."""
+    window = context.partition_time_window
+    context.log.info(f"ingesting [{window.start}, {window.end}) from schema {source.schema_name}")
+    with source.connect() as src, warehouse.connect() as wh:
+        report = load_range(
+            src, wh,
+            source_schema=source.schema_name,
+            start=window.start,
+            end=window.end,
+            run_id=context.run_id,
+            phone_hash_key=source.phone_hash_key,
+            now=datetime.now(UTC),
+            progress=context.log.info,
+        )
+    for table in RAW_TABLES:
+        yield dg.MaterializeResult(asset_key=["raw", table], metadata=report_metadata(report, table))
+
+
+def report_metadata(report: LoadReport, table: str) -> dict[str, dg.MetadataValue]:
+    """Row counts of `table`, and the window's rejected and repaired rows per rule."""
+    prefix = {"conversations": "conversation_", "messages": "message_", "api_events": "api_event_"}.get(table)
+    metadata: dict[str, dg.MetadataValue] = {
+        "window": dg.MetadataValue.text(f"[{report.window_start.isoformat()}, {report.window_end.isoformat()})"),
+        "source_rows": dg.MetadataValue.int(report.source_rows.get(table, 0)),
+        "loaded_rows": dg.MetadataValue.int(report.loaded_rows.get(table, report.source_rows.get(table, 0))),
+    }
+    if prefix:
+        rejected = {r: n for r, n in report.rejected.items() if r.startswith(prefix)}
+        swept = {r: n for r, n in report.swept.items() if r.startswith(prefix)}
+        repaired = {r: n for r, n in report.repaired.items() if r.startswith(prefix)}
+        metadata["rejected_rows"] = dg.MetadataValue.int(sum(rejected.values()))
+        metadata["swept_rows"] = dg.MetadataValue.int(sum(swept.values()))
+        metadata["repaired_rows"] = dg.MetadataValue.int(sum(repaired.values()))
+        for rule in sorted(set(rejected) | set(swept)):
+            metadata[f"rejected:{rule}"] = dg.MetadataValue.int(rejected.get(rule, 0) + swept.get(rule, 0))
+        for rule, n in sorted(repaired.items()):
+            metadata[f"repaired:{rule}"] = dg.MetadataValue.int(n)
+    return metadata

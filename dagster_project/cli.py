@@ -1,0 +1,188 @@
+"""`botflow`: demo, simulate, run and ui."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+from .settings import ConfigError, Settings, redact
+
+
+def parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="botflow", description="BotFlow analytics warehouse")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulate 3 days into the source, build everything, print the marts")
+    demo.add_argument("--days", type=positive_int, default=3)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--conversations-per-day", type=positive_int, default=400)
+
+    sim = sub.add_parser("simulate", help="write deterministic chat traffic into the source database")
+    sim.add_argument("--start", type=parse_date, required=True, help="first UTC day, YYYY-MM-DD")
+    sim.add_argument("--days", type=positive_int, required=True)
+    sim.add_argument("--seed", type=int, required=True)
+    sim.add_argument("--conversations-per-day", type=positive_int, default=400)
+
+    run = sub.add_parser("run", help="materialize every partition of [start, end) through Dagster")
+    run.add_argument("--start", type=parse_date, required=True, help="first UTC day, YYYY-MM-DD")
+    run.add_argument("--end", type=parse_date, required=True, help="day after the last, YYYY-MM-DD (exclusive)")
+
+    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) with this environment")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"botflow: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"botflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    settings.export()
+    settings.prepare_dagster_home()
+    return settings
+
+
+def cmd_simulate(args) -> int:
+    settings = _settings()
+    summary = _simulate(settings, args.start, args.days, args.seed, args.conversations_per_day)
+    bad = sum(summary.bad_rows.values())
+    print(f"simulated {summary.days} days: {summary.conversations} conversations, {summary.messages} messages, "
+          f"{summary.api_events} api events, {bad} rows that break the contract")
+    return 0
+
+
+def _simulate(settings: Settings, start: date, days: int, seed: int, per_day: int):
+    from .db import connect
+    from .simulate import simulate
+
+    with connect(settings.source_url, setting="BOTFLOW_SOURCE_URL") as conn:
+        return simulate(conn, settings.source_schema, start, days, seed, per_day, progress=print)
+
+
+def cmd_run(args) -> int:
+    if args.end <= args.start:
+        raise ValueError(f"--end {args.end} must be after --start {args.start} (end is exclusive)")
+    settings = _settings()
+    _check_databases(settings)
+    _run(args.start, args.end)
+    return 0
+
+
+def _check_databases(settings: Settings) -> None:
+    from .db import connect
+
+    with connect(settings.source_url, setting="BOTFLOW_SOURCE_URL"):
+        pass
+    with connect(settings.warehouse_url, setting="BOTFLOW_WAREHOUSE_URL"):
+        pass
+
+
+def _run(start: date, end: date) -> None:
+    import dagster as dg
+
+    from .definitions import defs
+    from .runner import RunFailed, run_window
+
+    print(f"building [{start}, {end}) through Dagster (instance: {os.environ['DAGSTER_HOME']})")
+    with dg.DagsterInstance.get() as instance:
+        try:
+            run_window(defs, instance, start, end)
+        except RunFailed as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def cmd_demo(args) -> int:
+    settings = _settings()
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=args.days)
+    print(f"source:    {redact(settings.source_url)}")
+    print(f"warehouse: {redact(settings.warehouse_url)}")
+    _simulate(settings, start, args.days, args.seed, args.conversations_per_day)
+    _run(start, today)
+    print_marts(settings, start, today)
+    return 0
+
+
+def print_marts(settings: Settings, start: date, end: date) -> None:
+    from .db import connect
+
+    with connect(settings.warehouse_url, setting="BOTFLOW_WAREHOUSE_URL") as conn:
+        counts = conn.execute(
+            "select (select count(*) from marts.conversation_metrics), "
+            "(select count(*) from marts.bot_performance_metrics), (select count(*) from marts.usage_analytics), "
+            "(select count(*) from marts.fct_bot_replies), (select count(*) from raw.quarantine)"
+        ).fetchone()
+        rows = conn.execute(
+            """
+            select b.bot_name, sum(p.total_conversations), sum(p.total_messages),
+              (select p95_response_time_ms from marts.get_bot_performance_summary(p.bot_id, %s, %s)),
+              (select success_rate from marts.get_bot_performance_summary(p.bot_id, %s, %s)),
+              sum(p.total_cost_usd)
+            from marts.bot_performance_metrics p join staging.stg_botflow__bots b using (bot_id)
+            where p.date >= %s and p.date < %s
+            group by b.bot_name, p.bot_id order by 2 desc
+            """,
+            (start, end - timedelta(days=1), start, end - timedelta(days=1), start, end),
+        ).fetchall()
+    print()
+    print(f"marts: {counts[0]} conversation_metrics rows, {counts[1]} bot_performance_metrics rows, "
+          f"{counts[2]} usage_analytics rows, {counts[3]} bot replies; {counts[4]} rows in raw.quarantine")
+    print()
+    header = f"{'bot':<20} {'conversations':>13} {'messages':>9} {'p95 ms':>7} {'success %':>9} {'cost $':>8}"
+    print(header)
+    print("-" * len(header))
+    for name, convs, msgs, p95, success, cost in rows:
+        print(f"{name:<20} {convs:>13} {msgs:>9} {p95 or '-':>7} {success or '-':>9} {cost:>8}")
+    print()
+    print("next: `botflow ui` opens Dagster at http://127.0.0.1:3000 (asset graph, runs, backfills);")
+    print(f"      query the marts with: psql '{redact(settings.warehouse_url)}' -c 'table marts.usage_analytics'")
+
+
+def cmd_ui(args) -> int:
+    settings = _settings()
+    from .settings import REPO_ROOT
+
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
+        "-w", str(REPO_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port),
+    ]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={settings.dagster_home})")
+    os.chdir(REPO_ROOT)
+    os.execv(command[0], command)
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "ui": cmd_ui}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The BotFlow code location: assets, jobs, schedules and resources, assembled by concern."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
+from .assets.ingestion import raw_ingestion
+from .dbt_project import dbt_project
+from .jobs import JOBS
+from .resources import database_resources
+from .schedules import SCHEDULES
+from .settings import Settings
+
+# Loading the code location outside `botflow` (e.g. `dagster dev -w workspace.yaml`) still gets
+# the same configuration: the environment, else the embedded PostgreSQL.
+Settings.from_env().export()
+
+defs = dg.Definitions(
+    assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily],
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    resources={
+        **database_resources(),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))),
+    },
+)

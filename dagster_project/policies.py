@@ -1,0 +1,15 @@
+"""Retry policy and concurrency pools shared by the assets."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+# 3 attempts in all (2 retries), waiting 10 s then 20 s
+RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+# One op per pool at a time across all runs (dagster.yaml: concurrency.pools.default_limit = 1),
+# so two runs never write the same tables at once.
+POOL_RAW = "botflow_raw"
+POOL_DBT_VIEWS = "botflow_dbt_views"
+POOL_DBT_HOURLY = "botflow_dbt_hourly"
+POOL_DBT_DAILY = "botflow_dbt_daily"

@@ -1,0 +1,88 @@
+"""`botflow run`: materialize every partition of a window through Dagster, recorded in the instance.
+
+The window runs as three runs (one per partitions definition, each a single partition-range run,
+as a UI backfill with BackfillPolicy.single_run() would launch them): the dbt views, then the
+hourly range (ingestion + hourly marts), then the daily range (daily marts).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class StepResult:
+    name: str
+    run_id: str
+    seconds: float
+    success: bool
+
+
+def partition_range_tags(partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime, end: datetime):
+    """Tags for one run over every partition of partitions_def in [start, end)."""
+    keys = partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(start, end))
+    if not keys:
+        raise ValueError(f"no partitions of {partitions_def} between {start} and {end}")
+    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}, len(keys)
+
+
+def run_window(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    start: date,
+    end: date,
+    progress: Callable[[str], None] = print,
+) -> list[StepResult]:
+    from .jobs import daily_job, hourly_job, views_job
+    from .partitions import daily_partitions, hourly_partitions
+
+    lo = _utc_midnight(start)
+    hi = _utc_midnight(end)
+    first_partition = hourly_partitions.start
+    if lo < first_partition:
+        raise ValueError(f"--start {start} is before BOTFLOW_PARTITIONS_START ({first_partition:%Y-%m-%d})")
+    steps = [(views_job.name, "dbt views and price list", {})]
+    hourly_tags, n_hours = partition_range_tags(hourly_partitions, lo, hi)
+    daily_tags, n_days = partition_range_tags(daily_partitions, lo, hi)
+    steps.append((hourly_job.name, f"ingest + hourly marts, {n_hours} hourly partitions", hourly_tags))
+    steps.append((daily_job.name, f"daily marts, {n_days} daily partitions", daily_tags))
+    results = []
+    for i, (job_name, label, tags) in enumerate(steps, 1):
+        progress(f"[{i}/{len(steps)}] {label} ...")
+        began = time.monotonic()
+        job = defs.resolve_job_def(job_name)
+        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_LOGS,
+                                        raise_on_error=False)
+        seconds = time.monotonic() - began
+        results.append(StepResult(job_name, result.run_id, seconds, result.success))
+        status = "done" if result.success else "FAILED"
+        progress(f"[{i}/{len(steps)}] {label}: {status} in {seconds:.1f}s (run {result.run_id[:8]})")
+        if not result.success:
+            failure = _first_failure(result)
+            raise RunFailed(f"{job_name} failed for [{start}, {end}): {failure}")
+    return results
+
+
+class RunFailed(Exception):
+    pass
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _first_failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:  # the first error, not "exceeded max retries"
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None and (event.is_step_failure or event.is_step_up_for_retry):
+            cause = error.cause.message if error.cause else error.message
+            return f"step {event.step_key}: {cause.strip()[:2000]}"
+    return "see the run in the Dagster UI"

@@ -1,0 +1,68 @@
+{#
+  The seed's database functions, exact over any range because they read message-level facts.
+  Created at the end of every dbt invocation once the marts they read exist (create or replace:
+  idempotent). They run the same macros as the marts, so they cannot disagree with them.
+#}
+{% macro mart_relations() -%}
+  {{ return({
+      'messages': 'intermediate.int_messages',
+      'replies': 'marts.fct_bot_replies',
+      'conversations': 'staging.stg_botflow__conversations',
+      'bots': 'staging.stg_botflow__bots',
+      'api_events': 'staging.stg_botflow__api_events',
+  }) }}
+{%- endmacro %}
+
+{% macro create_mart_functions() -%}
+  {% if execute %}
+  {% set replies = adapter.get_relation(database=target.database, schema='marts', identifier='fct_bot_replies') %}
+  {% set messages = adapter.get_relation(database=target.database, schema='intermediate', identifier='int_messages') %}
+  {% if replies is not none and messages is not none %}
+  {% set rel = mart_relations() %}
+  {% set from_date = "(p_from_date::timestamp at time zone 'UTC')" %}
+  {% set to_date = "((p_to_date + 1)::timestamp at time zone 'UTC')" %}
+  {% call statement('botflow_mart_functions') %}
+create or replace function marts.calculate_response_time_percentiles(
+  p_bot_id uuid, p_from timestamptz, p_to timestamptz)
+returns table (p50_response_time_ms integer, p95_response_time_ms integer, p99_response_time_ms integer)
+language sql stable as $fn$
+  select {{ ms_percentile(0.5, 'response_time_ms') }}, {{ ms_percentile(0.95, 'response_time_ms') }},
+         {{ ms_percentile(0.99, 'response_time_ms') }}
+  from {{ rel.replies }}
+  where bot_id = p_bot_id and created_at >= p_from and created_at < p_to
+$fn$;
+comment on function marts.calculate_response_time_percentiles(uuid, timestamptz, timestamptz) is
+  'Exact p50/p95/p99 (percentile_cont, whole ms) of the bot''s replies created in [p_from, p_to).';
+
+drop function if exists marts.get_bot_performance_summary(uuid, date, date);
+create function marts.get_bot_performance_summary(p_bot_id uuid, p_from_date date, p_to_date date)
+returns table (bot_id uuid, organization_id uuid, total_conversations integer, total_messages integer,
+  active_conversations integer, avg_response_time_ms integer, p50_response_time_ms integer,
+  p95_response_time_ms integer, p99_response_time_ms integer, success_rate numeric(5, 2),
+  error_rate numeric(5, 2), fallback_rate numeric(5, 2), handoff_rate numeric(7, 2),
+  knowledge_base_hit_rate numeric(5, 2), avg_tokens_per_conversation integer, total_tokens_used bigint,
+  total_cost_usd numeric(10, 2), cost_per_conversation_usd numeric(10, 6),
+  avg_conversation_duration_secs integer, avg_messages_per_conversation numeric(5, 2),
+  customer_satisfaction_avg numeric(3, 2))
+language sql stable as $fn$
+{{ bot_performance_select(rel, from_date, to_date, period='range', bot_filter='bot_id = p_bot_id') }}
+$fn$;
+comment on function marts.get_bot_performance_summary(uuid, date, date) is
+  'bot_performance_metrics columns over the UTC dates p_from_date..p_to_date (both included): sums of counts, rates over the range totals, exact percentiles.';
+
+drop function if exists marts.get_organization_analytics_summary(uuid, timestamptz, timestamptz);
+create function marts.get_organization_analytics_summary(
+  p_organization_id uuid, p_from timestamptz, p_to timestamptz)
+returns table (organization_id uuid, messages_sent integer, messages_received integer,
+  conversations_started integer, conversations_ended integer, active_users integer, bots_active integer,
+  most_active_bot_id uuid, api_calls_made integer, webhook_calls_received integer, tokens_used bigint,
+  estimated_cost_usd numeric(12, 6))
+language sql stable as $fn$
+{{ organization_usage_select(rel, 'p_from', 'p_to', period='range', org_filter='organization_id = p_organization_id') }}
+$fn$;
+comment on function marts.get_organization_analytics_summary(uuid, timestamptz, timestamptz) is
+  'usage_analytics columns over [p_from, p_to): counts summed, active_users and bots_active distinct over the whole range.';
+  {% endcall %}
+  {% endif %}
+  {% endif %}
+{%- endmacro %}

@@ -1,0 +1,6 @@
+-- A model with no price costs 0: warn with its name so that the price list can be completed.
+{{ config(severity='warn') }}
+select llm_model, count(*) as unpriced_replies
+from {{ ref('fct_bot_replies') }}
+where not is_priced and llm_model is not null
+group by llm_model

@@ -1,0 +1,12 @@
+{{ config(
+    pre_hook="{{ delete_window('date', is_date=true) }}",
+    indexes=[{'columns': ['bot_id', 'date'], 'unique': true}, {'columns': ['date']}],
+    tags=['daily'],
+) }}
+-- One row per bot and UTC date with any activity (a message, or a conversation started or ended).
+{{ bot_performance_select({
+    'messages': ref('int_messages'),
+    'replies': ref('fct_bot_replies'),
+    'conversations': ref('stg_botflow__conversations'),
+    'bots': ref('stg_botflow__bots'),
+}, window_start(), window_end(), period='day') }}

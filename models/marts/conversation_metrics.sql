@@ -1,0 +1,67 @@
+{{ config(
+    pre_hook="{{ delete_window('started_at') }}",
+    indexes=[
+      {'columns': ['conversation_id'], 'unique': true},
+      {'columns': ['started_at']},
+      {'columns': ['bot_id', 'started_at']},
+    ],
+    tags=['daily'],
+) }}
+-- One row per conversation that has at least one message, in the daily partition of its
+-- started_at. Messages count whatever day they were created on.
+with conversations as (
+    select * from {{ ref('stg_botflow__conversations') }}
+    where {{ in_window('started_at') }}
+),
+message_stats as (
+    select m.conversation_id,
+      count(*) as total_messages,
+      count(*) filter (where m.direction = 'inbound') as user_messages,
+      count(*) filter (where m.direction = 'outbound') as bot_messages,
+      max(m.created_at) as last_message_at,
+      sum(m.tokens) as tokens_used
+    from {{ ref('int_messages') }} m
+    join conversations c on c.conversation_id = m.conversation_id
+    group by 1
+),
+reply_stats as (
+    select r.conversation_id,
+      {{ response_time_columns('r.response_time_ms') }},
+      count(*) filter (where r.outcome = 'success') as successful_responses,
+      count(*) filter (where r.outcome = 'failed') as failed_responses,
+      count(*) filter (where r.outcome = 'fallback') as fallback_responses,
+      count(*) filter (where r.knowledge_base_hit) as knowledge_base_hits,
+      count(*) filter (where not r.knowledge_base_hit) as knowledge_base_misses,
+      sum(r.cost_usd) as cost_usd
+    from {{ ref('fct_bot_replies') }} r
+    join conversations c on c.conversation_id = r.conversation_id
+    group by 1
+)
+select
+  {{ stable_id('conversation_metrics', ['c.conversation_id']) }} as id,
+  c.conversation_id,
+  c.bot_id,
+  c.organization_id,
+  c.started_at,
+  c.ended_at,
+  trunc(extract(epoch from coalesce(c.ended_at, m.last_message_at) - c.started_at))::integer as duration_seconds,
+  m.total_messages::integer as total_messages,
+  m.user_messages::integer as user_messages,
+  m.bot_messages::integer as bot_messages,
+  r.avg_response_time_ms,
+  r.p50_response_time_ms,
+  r.p95_response_time_ms,
+  r.p99_response_time_ms,
+  coalesce(r.successful_responses, 0)::integer as successful_responses,
+  coalesce(r.failed_responses, 0)::integer as failed_responses,
+  coalesce(r.fallback_responses, 0)::integer as fallback_responses,
+  (c.handoff_at is not null or c.status = 'escalated') as handoff_triggered,
+  coalesce(r.knowledge_base_hits, 0)::integer as knowledge_base_hits,
+  coalesce(r.knowledge_base_misses, 0)::integer as knowledge_base_misses,
+  m.tokens_used::bigint as tokens_used,
+  round(coalesce(r.cost_usd, 0), 6)::numeric(10, 6) as estimated_cost_usd,
+  c.status as resolution_status,
+  c.customer_satisfaction
+from conversations c
+join message_stats m on m.conversation_id = c.conversation_id
+left join reply_stats r on r.conversation_id = c.conversation_id

@@ -1,0 +1,66 @@
+{{ config(
+    pre_hook="{{ delete_window('created_at') }}",
+    indexes=[
+      {'columns': ['created_at']},
+      {'columns': ['bot_id', 'created_at']},
+      {'columns': ['organization_id', 'created_at']},
+      {'columns': ['conversation_id']},
+    ],
+    tags=['hourly'],
+) }}
+-- One row per bot reply (outbound message) created in the window, with its response time and
+-- cost. Exact percentiles of any range are computed from this table.
+with window_conversations as (
+    select distinct conversation_id
+    from {{ ref('int_messages') }}
+    where direction = 'outbound' and {{ in_window('created_at') }}
+),
+conversation_messages as (
+    -- the replies' conversations up to the window's end: the latest earlier inbound message of
+    -- a reply may lie before the window
+    select m.*
+    from {{ ref('int_messages') }} m
+    join window_conversations w on w.conversation_id = m.conversation_id
+    where m.created_at < {{ window_end() }}
+),
+sequenced as (
+    select *,
+      max(created_at) filter (where direction = 'inbound') over (
+        partition by conversation_id order by created_at
+        range between unbounded preceding and current row exclude group
+      ) as previous_inbound_at  -- strictly earlier: messages at the same instant are excluded
+    from conversation_messages
+)
+select
+  s.message_id,
+  s.conversation_id,
+  s.bot_id,
+  s.organization_id,
+  s.created_at,
+  {{ utc_date('s.created_at') }} as reply_date,
+  {{ utc_hour('s.created_at') }} as reply_hour,
+  coalesce(
+    s.response_time_ms::bigint,
+    trunc(extract(epoch from s.created_at - s.previous_inbound_at) * 1000)::bigint
+  ) as response_time_ms,
+  case when s.response_time_ms is not null then 'app'
+       when s.previous_inbound_at is not null then 'computed' end as response_time_source,
+  s.outcome,
+  s.knowledge_base_hit,
+  s.llm_model,
+  s.prompt_tokens,
+  s.completion_tokens,
+  s.tokens,
+  coalesce(
+    (s.prompt_tokens * p.prompt_price_per_1k + s.completion_tokens * p.completion_price_per_1k) / 1000, 0
+  ) as cost_usd,
+  p.model is not null as is_priced
+from sequenced s
+left join lateral (
+    select model, prompt_price_per_1k, completion_price_per_1k
+    from {{ ref('llm_prices') }} price
+    where price.model = s.llm_model and price.effective_from <= s.created_at
+    order by price.effective_from desc
+    limit 1
+) p on true
+where s.direction = 'outbound' and {{ in_window('s.created_at') }}
