@@ -6,7 +6,6 @@ import dagster as dg
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
-from .partitions import daily_partitions, hourly_partitions
 
 views_job = dg.define_asset_job(
     "dbt_views_job",
@@ -16,13 +15,11 @@ views_job = dg.define_asset_job(
 hourly_job = dg.define_asset_job(
     "hourly_partition_job",
     selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly),
-    partitions_def=hourly_partitions,
     description="Ingest an hour (or a range of hours) into raw, then build fct_bot_replies and usage_analytics.",
 )
 daily_job = dg.define_asset_job(
     "daily_partition_job",
     selection=dg.AssetSelection.assets(dbt_daily),
-    partitions_def=daily_partitions,
     description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
 )
 JOBS = [views_job, hourly_job, daily_job]

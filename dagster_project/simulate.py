@@ -207,6 +207,9 @@ def _simulate_day(
     jitter_us = rng.integers(0, 1000, size=n_m)
     think_us = (rng.exponential(45.0, size=n_m) * US).astype(np.int64) + US
     gap_us = np.where(outbound, rt_ms * 1000 + jitter_us, think_us)
+    # some customers come back hours later: long conversations, many across midnight
+    returns = (~outbound) & (pos > 1) & (rng.random(n_m) < 0.03)
+    gap_us = gap_us + np.where(returns, (rng.exponential(4 * 3600, size=n_m) * US).astype(np.int64), 0)
     gap_us[first_of_conv] = rng.integers(0, 5 * US, size=n_conv)
     csum = np.cumsum(gap_us)
     created_us = start_us[conv_of_msg] + csum - (csum[first_of_conv] - gap_us[first_of_conv])[conv_of_msg]

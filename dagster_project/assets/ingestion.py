@@ -49,7 +49,7 @@ def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, war
             source_schema=source.schema_name,
             start=window.start,
             end=window.end,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             phone_hash_key=source.phone_hash_key,
             now=datetime.now(UTC),
             progress=context.log.info,

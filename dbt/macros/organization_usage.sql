@@ -65,7 +65,7 @@ active_keys as (
 )
 select
   {%- if period == 'hour' %}
-  {{ stable_id('usage_analytics', ['k.organization_id', 'k.period']) }} as id,
+  {{ stable_id('usage_analytics', ['k.organization_id', "to_char(k.period at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"]) }} as id,
   {%- endif %}
   k.organization_id,
   {%- if period == 'hour' %}

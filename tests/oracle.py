@@ -1,0 +1,372 @@
+"""An independent computation of the three marts from the SOURCE rows, written from metrics.md.
+
+It shares no code with the warehouse: it reads the app database with pandas, applies the "Bad
+rows" rules itself, and computes every column of every row in Python (Decimal and Fraction for
+exact rounding). Percentiles follow PostgreSQL's documented percentile_cont (linear interpolation
+between the two nearest ranks, in double precision); a double becomes numeric with 15 significant
+digits, then rounds half away from zero - as the contract says: "exactly what percentile_cont returns".
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+
+PRICES_CSV = Path(__file__).resolve().parent.parent / "dbt" / "seeds" / "llm_prices.csv"
+DIRECTIONS = {"inbound", "outbound"}
+STATUSES = {"active", "resolved", "escalated"}
+OUTCOMES = {"success", "failed", "fallback"}
+KINDS = {"api_call", "webhook_received"}
+
+
+# -- rounding, as the contract states it ---------------------------------------------------------
+def half_up(value: Fraction | Decimal | int, places: int = 0) -> Decimal:
+    q = Decimal(1).scaleb(-places)
+    if isinstance(value, Fraction):
+        scaled = value * 10**places
+        whole = math.floor(abs(scaled) + Fraction(1, 2))
+        result = Decimal(whole if scaled >= 0 else -whole).scaleb(-places)
+        return result.quantize(q)
+    return Decimal(value).quantize(q, rounding=ROUND_HALF_UP)
+
+
+def rate(numerator: int, denominator: int) -> Decimal | None:
+    return None if denominator == 0 else half_up(Fraction(100 * numerator, denominator), 2)
+
+
+def ratio(numerator, denominator: int, places: int) -> Decimal | None:
+    if denominator == 0:
+        return None
+    return half_up(Fraction(Decimal(numerator)) / denominator, places)
+
+
+def avg_ms(values: list[int]) -> int | None:
+    return None if not values else int(half_up(Fraction(sum(values), len(values))))
+
+
+def percentile_cont(values: list[int], p: float) -> float:
+    ordered = sorted(values)
+    position = p * (len(ordered) - 1)
+    lower = math.floor(position)
+    fraction = position - lower
+    low = float(ordered[lower])
+    if lower + 1 >= len(ordered):
+        return low
+    high = float(ordered[lower + 1])
+    return low + (high - low) * fraction
+
+
+def percentile_ms(values: list[int], p: float) -> int | None:
+    if not values:
+        return None
+    return int(half_up(Decimal(f"{percentile_cont(values, p):.15g}")))
+
+
+def stable_uuid(*parts) -> uuid.UUID:
+    return uuid.UUID(hashlib.md5(":".join(str(p) for p in parts).encode()).hexdigest())
+
+
+# -- source rows and the "Bad rows" rules --------------------------------------------------------
+@dataclass
+class Valid:
+    conversations: pd.DataFrame
+    messages: pd.DataFrame
+    api_events: pd.DataFrame
+    bots: pd.DataFrame
+    rejected: dict[str, set]  # table -> ids of rejected rows
+
+
+def read_source(url: str, schema: str = "public") -> dict[str, pd.DataFrame]:
+    with psycopg.connect(url, options="-c timezone=UTC") as conn:
+        frames = {}
+        for table in ("organizations", "bots", "conversations", "messages", "api_events"):
+            cur = conn.execute(f'select * from "{schema}"."{table}"')
+            cols = [d.name for d in cur.description]
+            frames[table] = pd.DataFrame(cur.fetchall(), columns=cols, dtype=object)
+        return frames
+
+
+def validate(src: dict[str, pd.DataFrame], now: datetime) -> Valid:
+    future = now + timedelta(minutes=5)
+    bots = src["bots"]
+    bot_ids = set(bots["id"])
+    org_ids = set(src["organizations"]["id"])
+    rejected: dict[str, set] = {"conversations": set(), "messages": set(), "api_events": set()}
+
+    conv_rows = []
+    for c in src["conversations"].to_dict("records"):
+        ok = (
+            c["status"] in STATUSES
+            and c["started_at"] is not None
+            and c["started_at"] <= future
+            and (c["ended_at"] is None or c["ended_at"] >= c["started_at"])
+            and c["bot_id"] in bot_ids
+            and c["organization_id"] in org_ids
+        )
+        if not ok:
+            rejected["conversations"].add(c["id"])
+            continue
+        csat = c["customer_satisfaction"]
+        c["customer_satisfaction"] = csat if csat is not None and 1 <= csat <= 5 else None
+        conv_rows.append(c)
+    conversations = pd.DataFrame(conv_rows, dtype=object)
+    valid_conv = {c["id"]: c for c in conv_rows}
+    bot_model = dict(zip(bots["id"], bots["llm_model"], strict=True))
+
+    msg_rows = []
+    for m in src["messages"].to_dict("records"):
+        ok = (
+            m["direction"] in DIRECTIONS
+            and m["created_at"] is not None
+            and m["created_at"] <= future
+            and not (m["direction"] == "outbound" and m["outcome"] is not None and m["outcome"] not in OUTCOMES)
+            and m["conversation_id"] in valid_conv
+        )
+        if not ok:
+            rejected["messages"].add(m["id"])
+            continue
+        conv = valid_conv[m["conversation_id"]]
+        m["bot_id"] = conv["bot_id"]
+        m["organization_id"] = conv["organization_id"]
+        if m["direction"] == "inbound":  # outcome, kb, model, response time and tokens are ignored
+            m.update(outcome=None, knowledge_base_hit=None, llm_model=None, response_time_ms=None,
+                     prompt_tokens=0, completion_tokens=0)
+        else:
+            if m["response_time_ms"] is not None and m["response_time_ms"] < 0:
+                m["response_time_ms"] = None
+            m["prompt_tokens"] = max(m["prompt_tokens"] or 0, 0)
+            m["completion_tokens"] = max(m["completion_tokens"] or 0, 0)
+        m["model"] = m["llm_model"] or bot_model.get(conv["bot_id"])
+        msg_rows.append(m)
+    messages = pd.DataFrame(msg_rows, dtype=object)
+
+    ev_rows = []
+    for e in src["api_events"].to_dict("records"):
+        if e["kind"] in KINDS and e["occurred_at"] is not None and e["occurred_at"] <= future:
+            ev_rows.append(e)
+        else:
+            rejected["api_events"].add(e["id"])
+    return Valid(conversations, messages, pd.DataFrame(ev_rows, dtype=object), bots, rejected)
+
+
+def load_prices() -> dict[str, list[tuple[datetime, Decimal, Decimal]]]:
+    prices: dict[str, list] = {}
+    with PRICES_CSV.open() as f:
+        for row in csv.DictReader(f):
+            effective = datetime.fromisoformat(row["effective_from"].replace("+00", "+00:00"))
+            prices.setdefault(row["model"], []).append(
+                (effective, Decimal(row["prompt_price_per_1k"]), Decimal(row["completion_price_per_1k"]))
+            )
+    return prices
+
+
+def message_cost(model, created_at, prompt: int, completion: int, prices) -> Decimal:
+    candidates = [p for p in prices.get(model, []) if p[0] <= created_at]
+    if not candidates:
+        return Decimal(0)
+    _, p_price, c_price = max(candidates, key=lambda p: p[0])
+    return (prompt * p_price + completion * c_price) / 1000
+
+
+# -- the marts -----------------------------------------------------------------------------------
+@dataclass
+class Window:
+    start: datetime
+    end: datetime
+
+    def contains(self, ts) -> bool:
+        return ts is not None and self.start <= ts < self.end
+
+
+def in_scope(valid: Valid, window: Window) -> tuple[list[dict], dict]:
+    """The messages a run over `window` ingests, with reply facts, and the conversations it knows."""
+    prices = load_prices()
+    messages = [m for m in valid.messages.to_dict("records") if window.contains(m["created_at"])]
+    conv_ids = {m["conversation_id"] for m in messages}
+    conversations = {
+        c["id"]: c for c in valid.conversations.to_dict("records")
+        if window.contains(c["started_at"]) or c["id"] in conv_ids
+    }
+    by_conv: dict = {}
+    for m in messages:
+        by_conv.setdefault(m["conversation_id"], []).append(m)
+    for msgs in by_conv.values():
+        for m in msgs:
+            m["tokens"] = m["prompt_tokens"] + m["completion_tokens"]
+            m["cost"] = message_cost(m["model"], m["created_at"], m["prompt_tokens"], m["completion_tokens"], prices)
+            m["response_time"] = None
+            if m["direction"] != "outbound":
+                continue
+            if m["response_time_ms"] is not None:
+                m["response_time"] = int(m["response_time_ms"])
+                continue
+            earlier = [x["created_at"] for x in msgs if x["direction"] == "inbound" and x["created_at"] < m["created_at"]]
+            if earlier:
+                delta = m["created_at"] - max(earlier)
+                micros = delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds
+                m["response_time"] = micros // 1000  # fractions of a millisecond truncated
+    return messages, conversations
+
+
+def _seconds(delta: timedelta) -> int:
+    micros = delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds
+    return int(Fraction(micros, 1_000_000).__trunc__())
+
+
+def conversation_metrics(valid: Valid, window: Window) -> dict:
+    messages, conversations = in_scope(valid, window)
+    by_conv: dict = {}
+    for m in messages:
+        by_conv.setdefault(m["conversation_id"], []).append(m)
+    rows = {}
+    for cid, c in conversations.items():
+        msgs = by_conv.get(cid, [])
+        if not window.contains(c["started_at"]) or not msgs:
+            continue
+        replies = [m for m in msgs if m["direction"] == "outbound"]
+        times = [m["response_time"] for m in replies if m["response_time"] is not None]
+        end = c["ended_at"] if c["ended_at"] is not None else max(m["created_at"] for m in msgs)
+        rows[cid] = {
+            "id": stable_uuid("conversation_metrics", cid),
+            "conversation_id": cid,
+            "bot_id": c["bot_id"],
+            "organization_id": c["organization_id"],
+            "started_at": c["started_at"],
+            "ended_at": c["ended_at"],
+            "duration_seconds": _seconds(end - c["started_at"]),
+            "total_messages": len(msgs),
+            "user_messages": sum(m["direction"] == "inbound" for m in msgs),
+            "bot_messages": len(replies),
+            "avg_response_time_ms": avg_ms(times),
+            "p50_response_time_ms": percentile_ms(times, 0.5),
+            "p95_response_time_ms": percentile_ms(times, 0.95),
+            "p99_response_time_ms": percentile_ms(times, 0.99),
+            "successful_responses": sum(m["outcome"] == "success" for m in replies),
+            "failed_responses": sum(m["outcome"] == "failed" for m in replies),
+            "fallback_responses": sum(m["outcome"] == "fallback" for m in replies),
+            "handoff_triggered": c["handoff_at"] is not None or c["status"] == "escalated",
+            "knowledge_base_hits": sum(m["knowledge_base_hit"] is True for m in replies),
+            "knowledge_base_misses": sum(m["knowledge_base_hit"] is False for m in replies),
+            "tokens_used": sum(m["tokens"] for m in msgs),
+            "estimated_cost_usd": half_up(sum((m["cost"] for m in msgs), Decimal(0)), 6),
+            "resolution_status": c["status"],
+            "customer_satisfaction": c["customer_satisfaction"],
+        }
+    return rows
+
+
+def _utc_date(ts) -> date:
+    return ts.date()
+
+
+def bot_performance_metrics(valid: Valid, window: Window) -> dict:
+    messages, conversations = in_scope(valid, window)
+    bot_org = dict(zip(valid.bots["id"], valid.bots["organization_id"], strict=True))
+    keys = {(m["bot_id"], _utc_date(m["created_at"])) for m in messages}
+    for c in conversations.values():
+        for ts in (c["started_at"], c["ended_at"]):
+            if window.contains(ts):
+                keys.add((c["bot_id"], _utc_date(ts)))
+    rows = {}
+    for bot, day in keys:
+        msgs = [m for m in messages if m["bot_id"] == bot and _utc_date(m["created_at"]) == day]
+        replies = [m for m in msgs if m["direction"] == "outbound"]
+        times = [m["response_time"] for m in replies if m["response_time"] is not None]
+        with_outcome = [m for m in replies if m["outcome"] is not None]
+        kb = [m for m in replies if m["knowledge_base_hit"] is not None]
+        convs = [c for c in conversations.values() if c["bot_id"] == bot]
+        started = [c for c in convs if c["started_at"] is not None and _utc_date(c["started_at"]) == day]
+        ended = [c for c in convs if c["ended_at"] is not None and _utc_date(c["ended_at"]) == day
+                 and window.contains(c["ended_at"])]
+        handoffs = [c for c in convs if c["handoff_at"] is not None and _utc_date(c["handoff_at"]) == day
+                    and window.contains(c["handoff_at"])]
+        active = len({m["conversation_id"] for m in msgs})
+        tokens = sum(m["tokens"] for m in msgs)
+        cost = sum((m["cost"] for m in msgs), Decimal(0))
+        rated = [c["customer_satisfaction"] for c in ended if c["customer_satisfaction"] is not None]
+        durations = [_seconds(c["ended_at"] - c["started_at"]) for c in ended]
+        rows[(bot, day)] = {
+            "id": stable_uuid("bot_performance_metrics", bot, day.isoformat()),
+            "bot_id": bot,
+            "organization_id": bot_org[bot],
+            "date": day,
+            "total_conversations": len(started),
+            "total_messages": len(msgs),
+            "active_conversations": active,
+            "avg_response_time_ms": avg_ms(times),
+            "p50_response_time_ms": percentile_ms(times, 0.5),
+            "p95_response_time_ms": percentile_ms(times, 0.95),
+            "p99_response_time_ms": percentile_ms(times, 0.99),
+            "success_rate": rate(sum(m["outcome"] == "success" for m in with_outcome), len(with_outcome)),
+            "error_rate": rate(sum(m["outcome"] == "failed" for m in with_outcome), len(with_outcome)),
+            "fallback_rate": rate(sum(m["outcome"] == "fallback" for m in with_outcome), len(with_outcome)),
+            "handoff_rate": rate(len(handoffs), active),
+            "knowledge_base_hit_rate": rate(sum(m["knowledge_base_hit"] is True for m in kb), len(kb)),
+            "avg_tokens_per_conversation": None if active == 0 else int(ratio(tokens, active, 0)),
+            "total_tokens_used": tokens,
+            "total_cost_usd": half_up(cost, 2),
+            "cost_per_conversation_usd": ratio(cost, active, 6),
+            "avg_conversation_duration_secs": None if not durations else int(
+                half_up(Fraction(sum(durations), len(durations)))),
+            "avg_messages_per_conversation": ratio(len(msgs), active, 2),
+            "customer_satisfaction_avg": None if not rated else half_up(Fraction(sum(rated), len(rated)), 2),
+        }
+    return rows
+
+
+def _hour(ts) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def usage_analytics(valid: Valid, window: Window, phones: dict) -> dict:
+    """`phones`: conversation id -> customer_phone (the oracle counts clear-text phones)."""
+    messages, conversations = in_scope(valid, window)
+    events = [e for e in valid.api_events.to_dict("records") if window.contains(e["occurred_at"])]
+    keys = {(m["organization_id"], _hour(m["created_at"])) for m in messages}
+    keys |= {(e["organization_id"], _hour(e["occurred_at"])) for e in events}
+    for c in conversations.values():
+        for ts in (c["started_at"], c["ended_at"]):
+            if window.contains(ts):
+                keys.add((c["organization_id"], _hour(ts)))
+    rows = {}
+    for org, hour in keys:
+        msgs = [m for m in messages if m["organization_id"] == org and _hour(m["created_at"]) == hour]
+        per_bot: dict = {}
+        for m in msgs:
+            per_bot[m["bot_id"]] = per_bot.get(m["bot_id"], 0) + 1
+        most = min(per_bot, key=lambda b: (-per_bot[b], str(b))) if per_bot else None
+        evs = [e for e in events if e["organization_id"] == org and _hour(e["occurred_at"]) == hour]
+        convs = [c for c in conversations.values() if c["organization_id"] == org]
+        rows[(org, hour)] = {
+            "id": stable_uuid("usage_analytics", org, hour.strftime("%Y-%m-%d %H:%M")),
+            "organization_id": org,
+            "hour": hour,
+            "messages_sent": sum(m["direction"] == "outbound" for m in msgs),
+            "messages_received": sum(m["direction"] == "inbound" for m in msgs),
+            "conversations_started": sum(c["started_at"] is not None and _hour(c["started_at"]) == hour
+                                         for c in convs),
+            "conversations_ended": sum(c["ended_at"] is not None and _hour(c["ended_at"]) == hour
+                                       and window.contains(c["ended_at"]) for c in convs),
+            "active_users": len({phones[m["conversation_id"]] for m in msgs if m["direction"] == "inbound"}),
+            "bots_active": len(per_bot),
+            "most_active_bot_id": most,
+            "api_calls_made": sum(e["kind"] == "api_call" for e in evs),
+            "webhook_calls_received": sum(e["kind"] == "webhook_received" for e in evs),
+            "tokens_used": sum(m["tokens"] for m in msgs),
+            "estimated_cost_usd": half_up(sum((m["cost"] for m in msgs), Decimal(0)), 6),
+        }
+    return rows
+
+
+def phone_map(src: dict[str, pd.DataFrame]) -> dict:
+    return dict(zip(src["conversations"]["id"], src["conversations"]["customer_phone"], strict=True))

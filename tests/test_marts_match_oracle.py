@@ -1,0 +1,149 @@
+"""End to end: simulate, `botflow run` through Dagster, compare every value with the pandas oracle."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import oracle
+import pytest
+from conftest import build_window, fetch_table
+from marts_contract import assert_equal_to_oracle, mart_rows
+
+from dagster_project.simulate import simulate
+
+START = date(2026, 3, 1)
+DAYS = 3
+
+
+@pytest.fixture(scope="module")
+def built(dagster_instance, tmp_path_factory):
+    from conftest import Scenario, create_database, database_url, drop_database, RUN_TAG
+
+    names = [f"bf_test_e2e_src_{RUN_TAG}", f"bf_test_e2e_wh_{RUN_TAG}"]
+    for name in names:
+        create_database(name)
+    scenario = Scenario("e2e", database_url(names[0]), database_url(names[1]))
+    scenario.activate()
+    with scenario.source() as conn:
+        summary = simulate(conn, "public", START, DAYS, seed=7, conversations_per_day=150)
+    # one day more than simulated: conversations that cross the last midnight end in it
+    build_window(dagster_instance, START, START + timedelta(days=DAYS + 1))
+    src = oracle.read_source(scenario.source_url)
+    valid = oracle.validate(src, datetime.now(UTC))
+    window = oracle.Window(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))
+    yield scenario, summary, src, valid, window
+    for name in names:
+        drop_database(name)
+
+
+def test_conversation_metrics_equal_oracle(built):
+    scenario, _, _, valid, window = built
+    expected = oracle.conversation_metrics(valid, window)
+    assert len(expected) > 300
+    compared = assert_equal_to_oracle(
+        "marts.conversation_metrics", mart_rows(scenario.warehouse_url, "marts.conversation_metrics"), expected)
+    assert compared == len(expected) * 24
+
+
+def test_bot_performance_metrics_equal_oracle(built):
+    scenario, _, _, valid, window = built
+    expected = oracle.bot_performance_metrics(valid, window)
+    assert len(expected) >= 30
+    assert_equal_to_oracle("marts.bot_performance_metrics",
+                           mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics"), expected)
+
+
+def test_usage_analytics_equal_oracle(built):
+    scenario, _, src, valid, window = built
+    expected = oracle.usage_analytics(valid, window, oracle.phone_map(src))
+    assert len(expected) > 250
+    assert_equal_to_oracle("marts.usage_analytics", mart_rows(scenario.warehouse_url, "marts.usage_analytics"),
+                           expected)
+
+
+def test_simulated_traffic_has_the_edge_cases_the_oracle_must_cover(built):
+    _, summary, _, valid, window = built
+    messages, conversations = oracle.in_scope(valid, window)
+    replies = [m for m in messages if m["direction"] == "outbound"]
+    assert any(m["response_time_ms"] is None and m["response_time"] is not None for m in replies)
+    assert any(m["response_time"] is None for m in replies)  # a greeting: no earlier inbound
+    assert any(c["ended_at"] and c["ended_at"].date() != c["started_at"].date() for c in conversations.values())
+    days_of = {}
+    for m in messages:
+        days_of.setdefault(m["conversation_id"], set()).add(m["created_at"].date())
+    assert sum(len(days) > 1 for days in days_of.values()) >= 3  # conversations across midnight
+    assert any(m["model"] == "botflow-experimental" for m in replies)  # unpriced: costs 0
+    assert all(n > 0 for n in summary.bad_rows.values()), summary.bad_rows
+
+
+def test_every_rejected_source_row_is_in_quarantine_and_nowhere_else(built):
+    scenario, _, _, valid, _ = built
+    quarantined = {(r["source_table"], r["source_id"]) for r in
+                   fetch_table(scenario.warehouse_url, "raw.quarantine", "source_table, source_id")}
+    for table, ids in valid.rejected.items():
+        assert ids, f"the simulator wrote no bad {table}"
+        for row_id in ids:
+            assert (table, str(row_id)) in quarantined, f"rejected {table} {row_id} is not in quarantine"
+    replies = {r["message_id"] for r in fetch_table(scenario.warehouse_url, "marts.fct_bot_replies", "message_id")}
+    assert not replies & valid.rejected["messages"]
+    raw_messages = {r["id"] for r in fetch_table(scenario.warehouse_url, "raw.messages", "id")}
+    assert not raw_messages & valid.rejected["messages"]
+
+
+def test_repairs_are_counted_per_rule(built):
+    scenario, summary, _, _, _ = built
+    counts = {r["rule"]: 0 for r in fetch_table(scenario.warehouse_url, "raw.repairs", "rule")}
+    for r in fetch_table(scenario.warehouse_url, "raw.repairs", "rule"):
+        counts[r["rule"]] += r["repaired_rows"]
+    assert counts["message_response_time_negative"] == summary.bad_rows["message_response_time_negative"]
+    assert counts["message_tokens_invalid"] == summary.bad_rows["message_tokens_negative"]
+    assert counts["message_inbound_fields_ignored"] == summary.bad_rows["message_inbound_fields"]
+    assert counts["conversation_csat_out_of_range"] >= 1
+
+
+def test_phone_numbers_never_reach_the_warehouse_in_the_clear(built):
+    scenario, _, src, _, _ = built
+    phones = set(src["conversations"]["customer_phone"])
+    with scenario.warehouse() as conn:
+        dump = conn.execute(
+            "select string_agg(t::text, ' ') from (select * from raw.conversations) t").fetchone()[0]
+        dump += conn.execute("select coalesce(string_agg(source_row::text, ' '), '') from raw.quarantine").fetchone()[0]
+    assert not [p for p in list(phones)[:500] if p in dump]
+
+
+def test_sql_functions_are_exact_over_ranges(built):
+    scenario, _, _, valid, window = built
+    messages, _ = oracle.in_scope(valid, window)
+    with scenario.warehouse() as conn:
+        bot_id, = conn.execute("select bot_id from marts.bot_performance_metrics order by total_messages desc "
+                               "limit 1").fetchone()
+        p50, p95, p99 = conn.execute(
+            "select * from marts.calculate_response_time_percentiles(%s, '2026-03-01', '2026-03-03')",
+            (bot_id,)).fetchone()
+        summary = conn.execute(
+            "select * from marts.get_bot_performance_summary(%s, '2026-03-01', '2026-03-02')", (bot_id,)
+        ).fetchone()
+        org_id = conn.execute("select organization_id from marts.usage_analytics limit 1").fetchone()[0]
+        usage = conn.execute(
+            "select active_users, bots_active, messages_sent from "
+            "marts.get_organization_analytics_summary(%s, '2026-03-01', '2026-03-03')", (org_id,)).fetchone()
+    lo, hi = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC)
+    times = [m["response_time"] for m in messages if m["bot_id"] == bot_id and m["direction"] == "outbound"
+             and lo <= m["created_at"] < hi and m["response_time"] is not None]
+    assert (p50, p95, p99) == tuple(oracle.percentile_ms(times, p) for p in (0.5, 0.95, 0.99))
+    # the range summary: counts over the whole range, rates over the range's totals, exact percentiles
+    _, conversations = oracle.in_scope(valid, window)
+    replies = [m for m in messages if m["bot_id"] == bot_id and m["direction"] == "outbound"
+               and lo <= m["created_at"] < hi]
+    with_outcome = [m for m in replies if m["outcome"] is not None]
+    started = [c for c in conversations.values() if c["bot_id"] == bot_id and lo <= c["started_at"] < hi]
+    bot_msgs = [m for m in messages if m["bot_id"] == bot_id and lo <= m["created_at"] < hi]
+    assert summary[2] == len(started)
+    assert summary[3] == len(bot_msgs)
+    assert summary[4] == len({m["conversation_id"] for m in bot_msgs})
+    assert summary[5:9] == (oracle.avg_ms(times), p50, p95, p99)
+    assert summary[9] == oracle.rate(sum(m["outcome"] == "success" for m in with_outcome), len(with_outcome))
+    org_msgs = [m for m in messages if m["organization_id"] == org_id and lo <= m["created_at"] < hi]
+    assert usage[1] == len({m["bot_id"] for m in org_msgs})
+    assert usage[2] == sum(m["direction"] == "outbound" for m in org_msgs)
+
