@@ -52,7 +52,7 @@ select
   s.completion_tokens,
   s.tokens,
   coalesce(
-    (s.prompt_tokens * p.prompt_price_per_1k + s.completion_tokens * p.completion_price_per_1k) / 1000, 0
+    (s.prompt_tokens * p.prompt_price_per_1k + s.completion_tokens * p.completion_price_per_1k) * 0.001, 0
   ) as cost_usd,
   p.model is not null as is_priced
 from sequenced s
