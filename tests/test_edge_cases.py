@@ -1,0 +1,234 @@
+"""Hand-made source rows for the edge cases, built through Dagster and checked value by value.
+
+Covers: empty hours, a conversation across midnight, replies with a null response time, a reply
+with no earlier inbound message, a reply at the same instant as an inbound message, ties for
+most_active_bot_id, CSAT outside 1..5, a bot with no replies (rates with zero denominators), a model
+without a price, and every "Bad rows" rule (the row is in quarantine with its rule, and in no mart).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import oracle
+import pytest
+from conftest import build_window, fetch_table
+from marts_contract import assert_equal_to_oracle, mart_rows
+
+from dagster_project.ingest.rules import REJECTION_RULES, REPAIR_RULES
+from dagster_project.simulate import create_source_tables
+
+D = datetime(2026, 4, 1, tzinfo=UTC)
+ORG_A = uuid.UUID("0a000000-0000-0000-0000-000000000001")
+ORG_B = uuid.UUID("0a000000-0000-0000-0000-000000000002")
+BOT_1 = uuid.UUID("0b000000-0000-0000-0000-000000000001")  # smaller id than BOT_2: wins ties
+BOT_2 = uuid.UUID("0b000000-0000-0000-0000-000000000002")
+BOT_3 = uuid.UUID("0b000000-0000-0000-0000-000000000003")  # unpriced model, org B
+MISSING = uuid.UUID("0f000000-0000-0000-0000-00000000dead")
+FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def cid(n: int) -> uuid.UUID:
+    return uuid.UUID(f"0c000000-0000-0000-0000-{n:012d}")
+
+
+def mid(n: int) -> uuid.UUID:
+    return uuid.UUID(f"0d000000-0000-0000-0000-{n:012d}")
+
+
+def at(hours: float, **kw) -> datetime:
+    return D + timedelta(hours=hours, **kw)
+
+
+# conversation id -> (org, bot, phone, status, started, ended, handoff, csat, expected rejection rule)
+CONVERSATIONS = {
+    1: (ORG_A, BOT_1, "+27820000001", "resolved", at(23, minutes=50), at(24, minutes=20), None, 9, None),
+    2: (ORG_A, BOT_2, "+27820000002", "escalated", at(10), at(10, minutes=30), at(10, minutes=10), 4, None),
+    3: (ORG_A, BOT_1, "+27820000003", "active", at(10, minutes=20), None, None, None, None),
+    4: (ORG_B, BOT_3, "+27820000004", "resolved", at(14), at(14, minutes=5), None, 0, None),
+    5: (ORG_A, BOT_1, "+27820000005", "resolved", at(9), None, None, None, None),  # no message: no row
+    # bad conversations, one per rule
+    10: (ORG_A, BOT_1, "+27820000010", "pending", at(12), None, None, None, "conversation_status_unknown"),
+    11: (ORG_A, MISSING, "+27820000011", "active", at(12), None, None, None, "conversation_bot_missing"),
+    12: (MISSING, BOT_1, "+27820000012", "active", at(12), None, None, None, "conversation_organization_missing"),
+    13: (ORG_A, BOT_1, "+27820000013", "active", None, None, None, None, "conversation_started_at_invalid"),
+    14: (ORG_A, BOT_1, "+27820000014", "active", FUTURE, None, None, None, "conversation_started_at_future"),
+    15: (ORG_A, BOT_1, "+27820000015", "resolved", at(12), at(11), None, None, "conversation_ended_before_started"),
+}
+
+# message id -> (conversation, direction, created, response_time_ms, outcome, kb, model, prompt,
+#                completion, expected rejection rule)
+MESSAGES = {
+    # conversation 1: across midnight; a null response time falls back over midnight
+    1: (1, "inbound", at(23, minutes=50), None, None, None, None, 0, 0, None),
+    2: (1, "outbound", at(23, minutes=50, seconds=1, microseconds=500_900), None, "success", True, None, 1000, 200, None),
+    3: (1, "inbound", at(23, minutes=59, seconds=59), None, None, None, None, 0, 0, None),
+    4: (1, "outbound", at(24, seconds=2), None, "fallback", False, None, 800, 100, None),
+    5: (1, "outbound", at(24, minutes=10), 250, "success", None, "gpt-4o", 500, 50, None),
+    # conversation 2: a greeting with no earlier inbound; a reply at the same instant as an inbound;
+    # a negative response time (repaired to null, falls back); 5 messages in hour 10
+    6: (2, "outbound", at(10), None, "success", None, None, 100, 10, None),
+    7: (2, "inbound", at(10, minutes=1), None, None, None, None, 0, 0, None),
+    8: (2, "outbound", at(10, minutes=1), None, "failed", None, None, 100, 10, None),
+    9: (2, "inbound", at(10, minutes=5), None, None, None, None, 0, 0, None),
+    10: (2, "outbound", at(10, minutes=5, seconds=1), -40, None, True, None, 100, 10, None),
+    # conversation 3: 5 messages in hour 10 too (tie with bot 2: bot 1 has the smaller id)
+    11: (3, "inbound", at(10, minutes=20), None, "success", True, "gpt-4o", 7, 7, None),  # inbound: fields ignored
+    12: (3, "outbound", at(10, minutes=20, seconds=2), 2000, "failed", False, None, -5, 30, None),  # tokens repaired
+    13: (3, "inbound", at(10, minutes=30), None, None, None, None, 0, 0, None),
+    14: (3, "outbound", at(10, minutes=30, seconds=1), 1000, "success", True, None, 10, 10, None),
+    15: (3, "inbound", at(10, minutes=40), None, None, None, None, 0, 0, None),
+    # conversation 4: a bot whose replies have no outcome and no lookup, with an unpriced model
+    16: (4, "inbound", at(14), None, None, None, None, 0, 0, None),
+    17: (4, "outbound", at(14, seconds=3), None, None, None, None, 300, 30, None),
+    # bad messages, one per rule
+    20: (2, "sideways", at(10, minutes=6), None, None, None, None, 0, 0, "message_direction_unknown"),
+    21: (2, "inbound", None, None, None, None, None, 0, 0, "message_created_at_invalid"),
+    22: (2, "inbound", FUTURE, None, None, None, None, 0, 0, "message_created_at_future"),
+    23: (2, "outbound", at(10, minutes=7), 100, "maybe", None, None, 0, 0, "message_outcome_unknown"),
+    24: (MISSING, "inbound", at(10, minutes=8), None, None, None, None, 0, 0, "message_conversation_missing"),
+    25: (10, "inbound", at(12), None, None, None, None, 0, 0, "message_conversation_rejected"),
+}
+
+EVENTS = [  # (org, kind, occurred, expected rejection rule)
+    (ORG_A, "api_call", at(10, minutes=3), None),
+    (ORG_A, "webhook_received", at(10, minutes=4), None),
+    (ORG_B, "api_call", at(16), None),  # an hour with only an api event
+    (ORG_A, "ping", at(10, minutes=5), "api_event_kind_unknown"),
+    (ORG_A, "api_call", FUTURE, "api_event_occurred_at_future"),
+]
+
+
+def _bucket(key) -> uuid.UUID:
+    return key if isinstance(key, uuid.UUID) else cid(key)
+
+
+@pytest.fixture(scope="module")
+def edge(dagster_instance):
+    from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
+
+    names = [f"bf_test_edge_src_{RUN_TAG}", f"bf_test_edge_wh_{RUN_TAG}"]
+    for name in names:
+        create_database(name)
+    scenario = Scenario("edge", database_url(names[0]), database_url(names[1]))
+    scenario.activate()
+    with scenario.source() as conn:
+        create_source_tables(conn, "public")
+        conn.execute("insert into organizations (id, name) values (%s, 'A'), (%s, 'B')", (ORG_A, ORG_B))
+        conn.execute(
+            "insert into bots (id, organization_id, name, llm_model) values "
+            "(%s, %s, 'one', 'gpt-4o-mini'), (%s, %s, 'two', 'gpt-4o'), (%s, %s, 'three', 'no-price-model')",
+            (BOT_1, ORG_A, BOT_2, ORG_A, BOT_3, ORG_B),
+        )
+        for n, (org, bot, phone, status, started, ended, handoff, csat, _) in CONVERSATIONS.items():
+            conn.execute(
+                "insert into conversations (id, organization_id, bot_id, customer_phone, status, started_at, "
+                "ended_at, handoff_at, customer_satisfaction, updated_at) values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (cid(n), org, bot, phone, status, started, ended, handoff, csat, D),
+            )
+        for n, (conv, direction, created, rt, outcome, kb, model, prompt, completion, _) in MESSAGES.items():
+            conn.execute(
+                "insert into messages (id, conversation_id, direction, created_at, response_time_ms, outcome, "
+                "knowledge_base_hit, llm_model, prompt_tokens, completion_tokens, updated_at) "
+                "values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (mid(n), _bucket(conv), direction, created, rt, outcome, kb, model, prompt, completion, D),
+            )
+        for org, kind, occurred, _ in EVENTS:
+            conn.execute("insert into api_events (organization_id, kind, occurred_at) values (%s,%s,%s)",
+                         (org, kind, occurred))
+        conn.commit()
+    build_window(dagster_instance, date(2026, 4, 1), date(2026, 4, 3))
+    src = oracle.read_source(scenario.source_url)
+    valid = oracle.validate(src, datetime.now(UTC))
+    window = oracle.Window(D, D + timedelta(days=2))
+    yield scenario, src, valid, window
+    for name in names:
+        drop_database(name)
+
+
+def test_all_marts_equal_the_oracle(edge):
+    scenario, src, valid, window = edge
+    for table, expected in (
+        ("marts.conversation_metrics", oracle.conversation_metrics(valid, window)),
+        ("marts.bot_performance_metrics", oracle.bot_performance_metrics(valid, window)),
+        ("marts.usage_analytics", oracle.usage_analytics(valid, window, oracle.phone_map(src))),
+    ):
+        assert_equal_to_oracle(table, mart_rows(scenario.warehouse_url, table), expected)
+
+
+def test_response_times_fallbacks_and_midnight(edge):
+    scenario, *_ = edge
+    replies = {r["message_id"]: r for r in fetch_table(scenario.warehouse_url, "marts.fct_bot_replies", "message_id")}
+    assert replies[mid(2)]["response_time_ms"] == 1500  # 1500.9 ms, truncated
+    assert replies[mid(4)]["response_time_ms"] == 3000  # falls back across midnight
+    assert replies[mid(5)]["response_time_ms"] == 250  # the app's own measure wins
+    assert replies[mid(6)]["response_time_ms"] is None  # greeting: no earlier inbound
+    assert replies[mid(8)]["response_time_ms"] is None  # same instant is not "strictly before"
+    assert replies[mid(10)]["response_time_ms"] == 1000  # negative repaired to null, then fallback
+    assert replies[mid(12)]["prompt_tokens"] == 0  # negative tokens repaired to 0
+    assert replies[mid(17)]["cost_usd"] == 0 and not replies[mid(17)]["is_priced"]
+    convs = mart_rows(scenario.warehouse_url, "marts.conversation_metrics")
+    c1 = convs[cid(1)]
+    assert c1["duration_seconds"] == 1800
+    assert (c1["p50_response_time_ms"], c1["avg_response_time_ms"]) == (1500, 1583)
+    assert c1["customer_satisfaction"] is None  # 9 is outside 1..5
+    assert convs[cid(4)]["customer_satisfaction"] is None  # 0 too
+    assert cid(5) not in convs  # no message: no row
+    assert convs[cid(3)]["user_messages"] == 3 and convs[cid(3)]["tokens_used"] == 50  # inbound tokens ignored
+
+
+def test_empty_hours_ties_and_zero_denominators(edge):
+    scenario, *_ = edge
+    usage = mart_rows(scenario.warehouse_url, "marts.usage_analytics")
+    assert (ORG_A, at(11)) not in usage  # an empty hour has no row
+    assert usage[(ORG_A, at(10))]["most_active_bot_id"] == BOT_1  # 5 messages each: smaller id
+    assert usage[(ORG_B, at(16))]["api_calls_made"] == 1 and usage[(ORG_B, at(16))]["most_active_bot_id"] is None
+    assert usage[(ORG_A, at(9))]["conversations_started"] == 1  # activity without a message
+    bots = mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics")
+    b3 = bots[(BOT_3, D.date())]
+    assert b3["success_rate"] is None and b3["knowledge_base_hit_rate"] is None
+    assert b3["avg_response_time_ms"] == 3000 and b3["total_cost_usd"] == 0
+    b1_next_day = bots[(BOT_1, (D + timedelta(days=1)).date())]
+    assert b1_next_day["total_conversations"] == 0 and b1_next_day["active_conversations"] == 1
+
+
+def test_every_bad_row_rule_is_quarantined_with_its_rule(edge):
+    scenario, *_ = edge
+    quarantine = fetch_table(scenario.warehouse_url, "raw.quarantine", "source_table, source_id")
+    found = {(r["source_table"], r["source_id"]): r["rule"] for r in quarantine}
+    expected = {("conversations", str(cid(n))): row[-1] for n, row in CONVERSATIONS.items() if row[-1]}
+    expected |= {("messages", str(mid(n))): row[-1] for n, row in MESSAGES.items() if row[-1]}
+    assert {k: v for k, v in found.items() if k[0] != "api_events"} == expected
+    assert sorted(r["rule"] for r in quarantine if r["source_table"] == "api_events") == sorted(
+        e[-1] for e in EVENTS if e[-1])
+    exercised = set(expected.values()) | {e[-1] for e in EVENTS if e[-1]}
+    untestable = {"conversation_timestamp_unparsable", "api_event_occurred_at_invalid"}  # typed source columns
+    assert set(REJECTION_RULES) - untestable == exercised
+    for row in quarantine:
+        assert row["run_id"] and row["source_row"], row
+    swept = {r["source_id"] for r in quarantine if r["partition_hour"] is None}
+    assert str(mid(21)) in swept and str(mid(22)) in swept and str(cid(13)) in swept
+
+
+def test_repairs_are_counted_per_rule_and_partition(edge):
+    scenario, *_ = edge
+    repairs = {(r["rule"], r["partition_hour"]): r["repaired_rows"]
+               for r in fetch_table(scenario.warehouse_url, "raw.repairs", "rule")}
+    assert repairs == {
+        ("conversation_csat_out_of_range", at(23)): 1,
+        ("conversation_csat_out_of_range", at(14)): 1,
+        ("message_response_time_negative", at(10)): 1,
+        ("message_inbound_fields_ignored", at(10)): 1,
+        ("message_tokens_invalid", at(10)): 1,
+    }
+    assert set(REPAIR_RULES) == {rule for rule, _ in repairs}
+
+
+def test_unparsable_timestamps_become_null(edge):
+    scenario, *_ = edge
+    with scenario.warehouse() as conn:
+        values = conn.execute(
+            "select raw.try_timestamptz('2026-02-30 10:00:00+00'), raw.try_timestamptz('yesterday-ish'), "
+            "raw.try_timestamptz('2026-02-28 10:00:00+00')").fetchone()
+    assert values[:2] == (None, None) and values[2] == datetime(2026, 2, 28, 10, tzinfo=UTC)
