@@ -8,6 +8,7 @@ source demo database, the warehouse and Dagster's storage.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +110,8 @@ def validate_url(name: str, url: str) -> None:
 
 def redact(url: str) -> str:
     """The URL with its password replaced, for messages and logs."""
-    try:
-        parts = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<unparsable url>"
-    if parts.get("password"):
-        return url.replace(str(parts["password"]), "***")
-    return url
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 def dbt_env(warehouse_url: str) -> dict[str, str]:

@@ -16,8 +16,26 @@ from pathlib import Path
 import psycopg
 import pytest
 
-ADMIN_URL = os.environ.get("BOTFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RUN_TAG = uuid.uuid4().hex[:8]
+
+
+def _admin_url() -> str:
+    """BOTFLOW_TEST_PG_URL, else the local server on 127.0.0.1:5432, else an embedded one (pgserver)."""
+    if os.environ.get("BOTFLOW_TEST_PG_URL"):
+        return os.environ["BOTFLOW_TEST_PG_URL"]
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg.connect(local, connect_timeout=3).close()
+        return local
+    except psycopg.OperationalError:
+        import pgserver
+
+        home = Path(__file__).resolve().parent.parent / ".botflow"
+        home.mkdir(exist_ok=True)
+        return pgserver.get_server(home / "test-pgdata", cleanup_mode=None).get_uri()
+
+
+ADMIN_URL = _admin_url()
 
 # Dagster's partitions are defined at import time: set their start before anything imports them.
 os.environ.setdefault("BOTFLOW_PARTITIONS_START", "2026-01-01")

@@ -210,7 +210,8 @@ def in_scope(valid: Valid, window: Window) -> tuple[list[dict], dict]:
             if m["response_time_ms"] is not None:
                 m["response_time"] = int(m["response_time_ms"])
                 continue
-            earlier = [x["created_at"] for x in msgs if x["direction"] == "inbound" and x["created_at"] < m["created_at"]]
+            earlier = [x["created_at"] for x in msgs
+                       if x["direction"] == "inbound" and x["created_at"] < m["created_at"]]
             if earlier:
                 delta = m["created_at"] - max(earlier)
                 micros = delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds

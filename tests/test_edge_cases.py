@@ -62,7 +62,8 @@ CONVERSATIONS = {
 MESSAGES = {
     # conversation 1: across midnight; a null response time falls back over midnight
     1: (1, "inbound", at(23, minutes=50), None, None, None, None, 0, 0, None),
-    2: (1, "outbound", at(23, minutes=50, seconds=1, microseconds=500_900), None, "success", True, None, 1000, 200, None),
+    2: (1, "outbound", at(23, minutes=50, seconds=1, microseconds=500_900), None, "success", True, None, 1000, 200,
+        None),
     3: (1, "inbound", at(23, minutes=59, seconds=59), None, None, None, None, 0, 0, None),
     4: (1, "outbound", at(24, seconds=2), None, "fallback", False, None, 800, 100, None),
     5: (1, "outbound", at(24, minutes=10), 250, "success", None, "gpt-4o", 500, 50, None),

@@ -17,7 +17,7 @@ DAYS = 3
 
 @pytest.fixture(scope="module")
 def built(dagster_instance, tmp_path_factory):
-    from conftest import Scenario, create_database, database_url, drop_database, RUN_TAG
+    from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
 
     names = [f"bf_test_e2e_src_{RUN_TAG}", f"bf_test_e2e_wh_{RUN_TAG}"]
     for name in names:

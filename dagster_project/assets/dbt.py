@@ -7,8 +7,7 @@ dbt invocation whose window vars cover the whole range.
 
 import json
 import shutil
-from collections.abc import Iterator
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from ..ingest.loader import LoadReport, load_range
+from ..ingest.loader import LoadReport, SourceError, check_source_tables, load_range
 from ..ingest.rules import REJECTION_RULES, REPAIR_RULES
 from ..partitions import hourly_partitions
 from ..policies import POOL_RAW, RETRY_POLICY
@@ -44,6 +44,10 @@ def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, war
     window = context.partition_time_window
     context.log.info(f"ingesting [{window.start}, {window.end}) from schema {source.schema_name}")
     with source.connect() as src, warehouse.connect() as wh:
+        try:
+            check_source_tables(src, source.schema_name)
+        except SourceError as exc:  # a setting to fix: retrying cannot help
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         report = load_range(
             src, wh,
             source_schema=source.schema_name,

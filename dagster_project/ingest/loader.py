@@ -107,6 +107,24 @@ class LoadReport:
         self.swept = dict(other.swept)  # every window sweeps the same rows: keep the latest count
 
 
+SOURCE_TABLES = ("organizations", "bots", "conversations", "messages", "api_events")
+
+
+class SourceError(Exception):
+    """The source database is not as the contract (shared/spec/source.sql) describes it."""
+
+
+def check_source_tables(source: psycopg.Connection, schema: str) -> None:
+    found = {r[0] for r in source.execute(
+        "select table_name from information_schema.tables where table_schema = %s", (schema,))}
+    missing = [t for t in SOURCE_TABLES if t not in found]
+    if missing:
+        raise SourceError(
+            f"source tables missing in schema {schema!r}: {', '.join(missing)} "
+            f"(check BOTFLOW_SOURCE_URL and BOTFLOW_SOURCE_SCHEMA, or run `botflow simulate`)"
+        )
+
+
 def _check_window(lo: datetime, hi: datetime) -> None:
     if lo.tzinfo is None or hi.tzinfo is None:
         raise ValueError("window bounds must be timezone-aware (UTC)")
@@ -202,6 +220,8 @@ def load_range(
     progress: Callable[[str], None] | None = None,
 ) -> LoadReport:
     """Load a range as a sequence of day-sized windows, each one transaction, then ANALYZE."""
+    check_source_tables(source, source_schema)
+    source.rollback()
     total = LoadReport(start, end)
     chunks = hour_chunks(start, end, chunk_hours)
     for i, (lo, hi) in enumerate(chunks, 1):

@@ -1,0 +1,33 @@
+# BotFlow warehouse. Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, install, run `botflow demo` (embedded PostgreSQL unless URLs are set)
+#   make test   - create/update .venv, run ruff and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint ui clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/botflow demo
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/python -m pytest
+
+ui: install
+	$(BIN)/botflow ui
+
+clean:
+	rm -rf dbt/target dbt/logs .pytest_cache .ruff_cache

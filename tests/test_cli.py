@@ -1,0 +1,65 @@
+"""`botflow` gives one clear line for a wrong URL, an unreachable database and a malformed date."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagster_project.cli import main
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    return code, capsys.readouterr().err.strip()
+
+
+def test_malformed_date_is_named(capsys):
+    code, err = run_cli(capsys, "run", "--start", "2026-13-01", "--end", "2026-03-02")
+    assert code == 2 and "'2026-13-01' is not a date (expected YYYY-MM-DD)" in err
+
+
+def test_end_before_start(capsys):
+    code, err = run_cli(capsys, "run", "--start", "2026-03-02", "--end", "2026-03-01")
+    assert code == 2 and err.splitlines()[-1] == (
+        "botflow: error: --end 2026-03-01 must be after --start 2026-03-02 (end is exclusive)")
+
+
+def test_wrong_url_names_the_setting(capsys, monkeypatch):
+    monkeypatch.setenv("BOTFLOW_SOURCE_URL", "mysql://root@localhost/app")
+    monkeypatch.setenv("BOTFLOW_WAREHOUSE_URL", "postgresql://postgres@127.0.0.1/x")
+    code, err = run_cli(capsys, "run", "--start", "2026-03-01", "--end", "2026-03-02")
+    assert code == 2
+    assert err == "botflow: error: BOTFLOW_SOURCE_URL must be a postgresql:// URL, got 'mysql://root@localhost/app'"
+
+
+def test_unreachable_database_names_the_setting(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("BOTFLOW_SOURCE_URL", "postgresql://postgres:secret@127.0.0.1:1/app")
+    monkeypatch.setenv("BOTFLOW_WAREHOUSE_URL", "postgresql://postgres@127.0.0.1:1/wh")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    code, err = run_cli(capsys, "simulate", "--start", "2026-03-01", "--days", "1", "--seed", "1")
+    assert code == 2
+    assert err.startswith("botflow: error: cannot connect to BOTFLOW_SOURCE_URL=postgresql://postgres:***@127.0.0.1:1/app")
+    assert "secret" not in err
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "three"])
+def test_bad_day_counts(capsys, days):
+    code, err = run_cli(capsys, "simulate", "--start", "2026-03-01", "--days", days, "--seed", "1")
+    assert code == 2 and f"'{days}'" in err
+
+
+
+def test_missing_source_tables_fail_at_once_naming_the_settings(make_scenario, dagster_instance):
+    from datetime import date
+
+    from dagster_project.definitions import defs
+    from dagster_project.runner import RunFailed, run_window
+
+    make_scenario("nosource")
+    with pytest.raises(RunFailed) as failure:
+        run_window(defs, dagster_instance, date(2026, 3, 1), date(2026, 3, 2), progress=lambda _: None)
+    message = str(failure.value)
+    assert "hourly_partition_job failed for [2026-03-01, 2026-03-02)" in message
+    assert "source tables missing in schema 'public'" in message and "BOTFLOW_SOURCE_SCHEMA" in message

@@ -1,0 +1,67 @@
+"""The code location loads, and its schedules, policies and partitions are what the design says."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from dagster_project.definitions import defs
+from dagster_project.policies import RETRY_POLICY
+
+
+def test_definitions_load_with_the_expected_assets_and_jobs():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"raw/messages", "raw/conversations", "raw/api_events", "marts/fct_bot_replies",
+            "marts/conversation_metrics", "marts/bot_performance_metrics", "marts/usage_analytics"} <= keys
+    for job in ("hourly_partition_job", "daily_partition_job", "dbt_views_job"):
+        assert defs.resolve_job_def(job)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "tick", "partition"),
+    [
+        ("hourly_at_05", datetime(2026, 3, 1, 10, 5, tzinfo=UTC), "2026-03-01-09:00"),
+        ("hourly_at_05", datetime(2026, 3, 2, 0, 5, tzinfo=UTC), "2026-03-01-23:00"),
+        ("daily_at_0100", datetime(2026, 3, 2, 1, 0, tzinfo=UTC), "2026-03-01"),
+    ],
+)
+def test_schedules_target_the_previous_partition(schedule, tick, partition):
+    schedule_def = defs.resolve_schedule_def(schedule)
+    assert schedule_def.cron_schedule == {"hourly_at_05": "5 * * * *", "daily_at_0100": "0 1 * * *"}[schedule]
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        result = schedule_def.evaluate_tick(context)
+    assert [r.partition_key for r in result.run_requests] == [partition]
+
+
+def test_partitioned_assets_backfill_as_one_run_retry_and_use_pools():
+    graph = defs.resolve_asset_graph()
+    expectations = {
+        "raw/messages": ("HourlyPartitionsDefinition", "botflow_raw"),
+        "marts/usage_analytics": ("HourlyPartitionsDefinition", "botflow_dbt_hourly"),
+        "marts/fct_bot_replies": ("HourlyPartitionsDefinition", "botflow_dbt_hourly"),
+        "marts/conversation_metrics": ("DailyPartitionsDefinition", "botflow_dbt_daily"),
+        "marts/bot_performance_metrics": ("DailyPartitionsDefinition", "botflow_dbt_daily"),
+    }
+    for key, (partitions, pool) in expectations.items():
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        assert type(node.partitions_def).__name__ == partitions
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
+        assets_def = graph.assets_def_for_key(node.key)
+        assert assets_def.op.retry_policy == RETRY_POLICY
+        assert assets_def.op.pool == pool
+    assert RETRY_POLICY.max_retries == 2 and RETRY_POLICY.backoff == dg.Backoff.EXPONENTIAL  # 3 attempts
+
+
+def test_instance_config_limits_runs_and_pools(dagster_instance):
+    import yaml
+
+    from dagster_project.settings import DAGSTER_YAML
+
+    config = yaml.safe_load(DAGSTER_YAML.read_text())
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 5
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert "postgres" in config["storage"]
+    assert type(dagster_instance.run_storage).__name__ == "PostgresRunStorage"

@@ -1,0 +1,112 @@
+"""Partitions are idempotent: run twice, or in another order, they give the same rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import pytest
+from conftest import build_window, run_job
+from marts_contract import MARTS
+
+from dagster_project.simulate import simulate
+
+START = date(2026, 5, 1)
+RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("organizations", "bots", "conversations", "messages", "api_events")]
+TABLES = {
+    **{table: key for table, (_, key) in MARTS.items()},
+    "marts.fct_bot_replies": ("message_id",),
+    "raw.conversations": ("id",),
+    "raw.messages": ("id",),
+    "raw.api_events": ("id",),
+    "raw.quarantine": ("source_table", "source_id", "rule"),
+    "raw.repairs": ("source_table", "rule", "partition_hour"),
+}
+BOOKKEEPING = {"_run_id", "_loaded_at", "run_id", "quarantined_at", "counted_at"}
+
+
+def snapshot(url: str) -> dict[str, list[tuple]]:
+    """Every table's rows, without the columns that record which run wrote them."""
+    import psycopg
+
+    result = {}
+    with psycopg.connect(url, options="-c timezone=UTC") as conn:
+        for table, key in TABLES.items():
+            cur = conn.execute(f"select * from {table} order by {', '.join(key)}")
+            cols = [d.name for d in cur.description]
+            keep = [i for i, c in enumerate(cols) if c not in BOOKKEEPING]
+            result[table] = [tuple(row[i] for i in keep) for row in cur.fetchall()]
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(dagster_instance):
+    from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
+
+    names = [f"bf_test_idem_src_{RUN_TAG}", f"bf_test_idem_wh_{RUN_TAG}", f"bf_test_idem_wh2_{RUN_TAG}"]
+    for name in names:
+        create_database(name)
+    scenario = Scenario("idem", database_url(names[0]), database_url(names[1]))
+    scenario.activate()
+    with scenario.source() as conn:
+        simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
+    build_window(dagster_instance, START, date(2026, 5, 4))
+    second = Scenario("idem2", scenario.source_url, database_url(names[2]))
+    yield scenario, second, snapshot(scenario.warehouse_url)
+    for name in names:
+        drop_database(name)
+
+
+def test_reference_build_has_rows(reference):
+    _, _, ref = reference
+    for table in ("marts.conversation_metrics", "marts.usage_analytics", "raw.quarantine", "raw.repairs"):
+        assert ref[table], f"{table} is empty"
+
+
+def test_a_partition_run_twice_changes_nothing(reference, dagster_instance):
+    scenario, _, ref = reference
+    scenario.activate()
+    for _ in range(2):
+        run_job(dagster_instance, "hourly_partition_job", partition_key="2026-05-01-14:00")
+        run_job(dagster_instance, "daily_partition_job", partition_key="2026-05-02")
+    assert snapshot(scenario.warehouse_url) == ref
+
+
+def test_partitions_in_another_order_give_the_same_rows(reference, dagster_instance):
+    """A fresh warehouse, raw hours loaded last day first, marts built in shuffled order."""
+    _, second, ref = reference
+    second.activate()
+    for day in ("2026-05-03", "2026-05-01", "2026-05-02"):
+        run_job(dagster_instance, "hourly_partition_job", start=f"{day}-23:00", end=f"{day}-23:00",
+                asset_selection=RAW_KEYS)
+        run_job(dagster_instance, "hourly_partition_job", start=f"{day}-00:00", end=f"{day}-22:00",
+                asset_selection=RAW_KEYS)
+    run_job(dagster_instance, "dbt_views_job")
+    hourly_marts = [dg.AssetKey(["marts", "fct_bot_replies"]), dg.AssetKey(["marts", "usage_analytics"])]
+    for start, end in (("2026-05-02-00:00", "2026-05-03-23:00"), ("2026-05-01-00:00", "2026-05-01-23:00")):
+        run_job(dagster_instance, "hourly_partition_job", start=start, end=end, asset_selection=hourly_marts)
+    for day in ("2026-05-03", "2026-05-01", "2026-05-02"):
+        run_job(dagster_instance, "daily_partition_job", partition_key=day)
+    assert snapshot(second.warehouse_url) == ref
+
+
+def test_a_window_that_now_yields_nothing_leaves_no_stale_rows(reference, dagster_instance):
+    """The app deletes an hour's data: re-running that hour removes its rows from every layer."""
+    scenario, _, ref = reference
+    scenario.activate()
+    hour = "2026-05-02 15:00+00"
+    with scenario.source() as conn:
+        conn.execute("delete from messages where created_at >= %s and created_at < %s::timestamptz + interval '1 hour'",
+                     (hour, hour))
+        conn.execute("delete from api_events where occurred_at >= %s and occurred_at < %s::timestamptz + interval "
+                     "'1 hour'", (hour, hour))
+        conn.execute("delete from conversations where (started_at >= %s and started_at < %s::timestamptz + "
+                     "interval '1 hour') or (ended_at >= %s and ended_at < %s::timestamptz + interval '1 hour')",
+                     (hour, hour, hour, hour))
+        conn.commit()
+    before = [r for r in ref["marts.usage_analytics"] if str(r[2]).startswith("2026-05-02 15:00")]
+    assert before, "the reference has usage rows in that hour"
+    run_job(dagster_instance, "hourly_partition_job", partition_key="2026-05-02-15:00")
+    after = snapshot(scenario.warehouse_url)
+    assert not [r for r in after["marts.usage_analytics"] if str(r[2]).startswith("2026-05-02 15:00")]
+    assert not [r for r in after["marts.fct_bot_replies"] if str(r[4]).startswith("2026-05-02 15:")]
