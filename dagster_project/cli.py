@@ -94,7 +94,7 @@ def cmd_run(args) -> int:
         raise ValueError(f"--end {args.end} must be after --start {args.start} (end is exclusive)")
     settings = _settings()
     _check_databases(settings)
-    _run(args.start, args.end)
+    _run(settings, args.start, args.end)
     return 0
 
 
@@ -107,18 +107,26 @@ def _check_databases(settings: Settings) -> None:
         pass
 
 
-def _run(start: date, end: date) -> None:
+def _run(settings: Settings, start: date, end: date) -> None:
+    """Build the window through Dagster; progress lines here, dbt's and Dagster's logs to a file."""
+    import contextlib
+
     import dagster as dg
 
     from .definitions import defs
     from .runner import RunFailed, run_window
 
-    print(f"building [{start}, {end}) through Dagster (instance: {os.environ['DAGSTER_HOME']})")
-    with dg.DagsterInstance.get() as instance:
+    log_dir = settings.botflow_home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"run-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+    console = sys.stdout
+    print(f"building [{start}, {end}) through Dagster (instance: {settings.dagster_home})")
+    print(f"dbt and Dagster logs: {log_path}", flush=True)
+    with dg.DagsterInstance.get() as instance, log_path.open("w") as log, contextlib.redirect_stdout(log):
         try:
-            run_window(defs, instance, start, end)
+            run_window(defs, instance, start, end, progress=lambda line: print(line, file=console, flush=True))
         except RunFailed as exc:
-            raise ConfigError(str(exc)) from exc
+            raise ConfigError(f"{exc} (full log: {log_path})") from exc
 
 
 def cmd_demo(args) -> int:
@@ -128,7 +136,7 @@ def cmd_demo(args) -> int:
     print(f"source:    {redact(settings.source_url)}")
     print(f"warehouse: {redact(settings.warehouse_url)}")
     _simulate(settings, start, args.days, args.seed, args.conversations_per_day)
-    _run(start, today)
+    _run(settings, start, today)
     print_marts(settings, start, today)
     return 0
 

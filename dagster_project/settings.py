@@ -149,6 +149,9 @@ def with_database(url: str, dbname: str) -> str:
 
 def embedded_urls(home: Path) -> dict[str, str]:
     """Start (or reuse) the embedded PostgreSQL and make sure its databases exist."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver  # imported lazily: only needed without configured URLs
 
     home.mkdir(parents=True, exist_ok=True)
