@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -104,6 +105,25 @@ class Scenario:
         os.environ["BOTFLOW_SOURCE_SCHEMA"] = "public"
         os.environ["PGTZ"] = "UTC"
         os.environ.update(dbt_env(self.warehouse_url))
+
+
+@contextmanager
+def module_scenario(name: str, extra_warehouses: int = 0) -> Iterator[list[Scenario]]:
+    """Fresh databases for a test module: one source, one warehouse per scenario, all dropped after.
+
+    The first scenario is activated; the others share its source and have warehouses of their own.
+    """
+    names = [f"bf_test_{name}_src_{RUN_TAG}"] + [
+        f"bf_test_{name}_wh{i or ''}_{RUN_TAG}" for i in range(extra_warehouses + 1)]
+    for db in names:
+        create_database(db)
+    scenarios = [Scenario(f"{name}{i}", database_url(names[0]), database_url(wh)) for i, wh in enumerate(names[1:])]
+    scenarios[0].activate()
+    try:
+        yield scenarios
+    finally:
+        for db in names:
+            drop_database(db)
 
 
 @pytest.fixture

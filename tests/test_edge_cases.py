@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import oracle
 import pytest
-from conftest import build_window, fetch_table
+from conftest import build_window, fetch_table, module_scenario
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.ingest.rules import REJECTION_RULES, REPAIR_RULES
@@ -107,13 +107,11 @@ def _bucket(key) -> uuid.UUID:
 
 @pytest.fixture(scope="module")
 def edge(dagster_instance):
-    from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
+    with module_scenario("edge") as (scenario,):
+        yield from _build_edge_cases(scenario, dagster_instance)
 
-    names = [f"bf_test_edge_src_{RUN_TAG}", f"bf_test_edge_wh_{RUN_TAG}"]
-    for name in names:
-        create_database(name)
-    scenario = Scenario("edge", database_url(names[0]), database_url(names[1]))
-    scenario.activate()
+
+def _build_edge_cases(scenario, dagster_instance):
     with scenario.source() as conn:
         create_source_tables(conn, "public")
         conn.execute("insert into organizations (id, name) values (%s, 'A'), (%s, 'B')", (ORG_A, ORG_B))
@@ -144,8 +142,6 @@ def edge(dagster_instance):
     valid = oracle.validate(src, datetime.now(UTC))
     window = oracle.Window(D, D + timedelta(days=2))
     yield scenario, src, valid, window
-    for name in names:
-        drop_database(name)
 
 
 def test_all_marts_equal_the_oracle(edge):

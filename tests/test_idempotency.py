@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from conftest import build_window, run_job
+from conftest import build_window, module_scenario, run_job
 from marts_contract import MARTS
 
 from dagster_project.simulate import simulate
@@ -41,21 +41,11 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def reference(dagster_instance):
-    from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
-
-    names = [f"bf_test_idem_src_{RUN_TAG}", f"bf_test_idem_wh_{RUN_TAG}", f"bf_test_idem_wh2_{RUN_TAG}"]
-    for name in names:
-        create_database(name)
-    scenario = Scenario("idem", database_url(names[0]), database_url(names[1]))
-    scenario.activate()
-    with scenario.source() as conn:
-        simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
-    build_window(dagster_instance, START, date(2026, 5, 4))
-    second = Scenario("idem2", scenario.source_url, database_url(names[2]))
-    yield scenario, second, snapshot(scenario.warehouse_url)
-    for name in names:
-        drop_database(name)
-
+    with module_scenario("idem", extra_warehouses=1) as (scenario, second):
+        with scenario.source() as conn:
+            simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
+        build_window(dagster_instance, START, date(2026, 5, 4))
+        yield scenario, second, snapshot(scenario.warehouse_url)
 
 def test_reference_build_has_rows(reference):
     _, _, ref = reference

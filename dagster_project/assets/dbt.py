@@ -95,33 +95,32 @@ def dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
     yield from run_dbt(context, dbt, [])
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    select="tag:hourly",
-    name="dbt_hourly",
-    partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    dagster_dbt_translator=TRANSLATOR,
-    project=dbt_project,
-    retry_policy=RETRY_POLICY,
-    pool=POOL_DBT_HOURLY,
-)
-def dbt_hourly(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """fct_bot_replies and usage_analytics for the partition's hours."""
-    yield from run_dbt(context, dbt, ["--vars", json.dumps(dbt_window_vars(context))])
+def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, description: str):
+    """dbt models of one partitions definition: a range runs as one dbt invocation over its window."""
+
+    @dbt_assets(
+        manifest=MANIFEST,
+        select=select,
+        name=name,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        dagster_dbt_translator=TRANSLATOR,
+        project=dbt_project,
+        retry_policy=RETRY_POLICY,
+        pool=pool,
+    )
+    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from run_dbt(context, dbt, ["--vars", json.dumps(dbt_window_vars(context))])
+
+    _models.__doc__ = description
+    return _models
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    select="tag:daily",
-    name="dbt_daily",
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    dagster_dbt_translator=TRANSLATOR,
-    project=dbt_project,
-    retry_policy=RETRY_POLICY,
-    pool=POOL_DBT_DAILY,
+dbt_hourly = partitioned_dbt_assets(
+    "dbt_hourly", "tag:hourly", hourly_partitions, POOL_DBT_HOURLY,
+    "fct_bot_replies and usage_analytics for the partition's hours.",
 )
-def dbt_daily(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """conversation_metrics and bot_performance_metrics for the partition's days."""
-    yield from run_dbt(context, dbt, ["--vars", json.dumps(dbt_window_vars(context))])
+dbt_daily = partitioned_dbt_assets(
+    "dbt_daily", "tag:daily", daily_partitions, POOL_DBT_DAILY,
+    "conversation_metrics and bot_performance_metrics for the partition's days.",
+)
