@@ -13,3 +13,4 @@ POOL_RAW = "botflow_raw"
 POOL_DBT_VIEWS = "botflow_dbt_views"
 POOL_DBT_HOURLY = "botflow_dbt_hourly"
 POOL_DBT_DAILY = "botflow_dbt_daily"
+POOL_LIVE = "botflow_live"  # the live run has its own pool: it never waits on, or blocks, partition runs

@@ -384,3 +384,52 @@ def _write_day(conn, schema, day, seed, conversations, messages, events) -> None
           case when bad = {e('occurred_at_future') + 1} then {ts.format(future_lo)} + (occ_us % 86400000000)
                * interval '1 microsecond' else {ts.format('occ_us')} end
         from sim_events order by occ_us""")
+
+
+class Trickle:
+    """Real-time traffic for the live feed: each `step()` writes one message with created_at = now.
+
+    Conversations start, alternate inbound/outbound messages (replies with a lognormal response
+    time, sometimes without response_time_ms) and end; every write commits on its own, as the app does.
+    """
+
+    def __init__(self, conn: psycopg.Connection, schema: str, seed: int = 0):
+        self.conn = conn
+        self.s = sql.Identifier(schema)
+        self.rng = np.random.default_rng(seed)
+        self.open: list[dict] = []
+        create_source_tables(conn, schema)
+        seed_directory(conn, schema)
+        conn.commit()
+        self.bots = [(f"bot:{b[1]}", f"org:{ORGANIZATIONS[b[0]][0]}") for b in BOTS]
+
+    def step(self) -> tuple[str, datetime]:
+        """Write one message (starting or ending a conversation when due); return its id and created_at."""
+        now = datetime.now(UTC)
+        if not self.open or self.rng.random() < 0.2:
+            bot_key, org_key = self.bots[int(self.rng.integers(len(self.bots)))]
+            row = self.conn.execute(
+                sql.SQL("insert into {}.conversations (id, organization_id, bot_id, customer_phone, status, "
+                        "started_at, updated_at) values (gen_random_uuid(), md5(%s)::uuid, md5(%s)::uuid, %s, "
+                        "'active', %s, %s) returning id").format(self.s),
+                (org_key, bot_key, f"+2783{int(self.rng.integers(0, 10**7)):07d}", now, now)).fetchone()
+            self.open.append({"id": row[0], "next": "inbound"})
+        conv = self.open[int(self.rng.integers(len(self.open)))]
+        direction = conv["next"]
+        outbound = direction == "outbound"
+        rt = int(np.clip(self.rng.lognormal(7.0, 0.6), 80, 60_000)) if outbound and self.rng.random() > 0.15 else None
+        outcome = str(self.rng.choice(["success", "success", "success", "fallback", "failed"])) if outbound else None
+        row = self.conn.execute(
+            sql.SQL("insert into {}.messages (id, conversation_id, direction, content, created_at, response_time_ms, "
+                    "outcome, prompt_tokens, completion_tokens, updated_at) values (gen_random_uuid(), %s, %s, "
+                    "'live', %s, %s, %s, %s, %s, %s) returning id").format(self.s),
+            (conv["id"], direction, now, rt, outcome, 600 if outbound else 0, 120 if outbound else 0, now),
+        ).fetchone()
+        conv["next"] = "inbound" if outbound else "outbound"
+        if outbound and self.rng.random() < 0.15:
+            self.conn.execute(
+                sql.SQL("update {}.conversations set status = 'resolved', ended_at = %s, updated_at = %s "
+                        "where id = %s").format(self.s), (now, now, conv["id"]))
+            self.open.remove(conv)
+        self.conn.commit()
+        return str(row[0]), now

@@ -145,8 +145,12 @@ def load_window(
     run_id: str,
     phone_hash_key: str,
     now: datetime,
+    log: bool = True,
 ) -> LoadReport:
-    """Load `[window_start, window_end)` in one warehouse transaction; idempotent."""
+    """Load `[window_start, window_end)` in one warehouse transaction; idempotent.
+
+    `log=False` skips the raw.ingest_log row (the live feed reloads the last two hours every few seconds).
+    """
     _check_window(window_start, window_end)
     future = now + FUTURE_TOLERANCE
     report = LoadReport(window_start, window_end)
@@ -174,12 +178,13 @@ def load_window(
             (report.swept if swept else report.rejected)[rule] = n
         wh.execute(rules.REPAIRED_COUNTS)
         report.repaired = {rule: n for rule, n in wh.fetchall()}
-        wh.execute(
-            "insert into raw.ingest_log (window_start, window_end, run_id, source_rows, loaded_rows, "
-            "rejected_rows, repaired_rows) values (%s, %s, %s, %s, %s, %s, %s)",
-            (window_start, window_end, run_id, psycopg.types.json.Jsonb(report.source_rows),
-             psycopg.types.json.Jsonb(report.loaded_rows), report.rejected_total, report.repaired_total),
-        )
+        if log:
+            wh.execute(
+                "insert into raw.ingest_log (window_start, window_end, run_id, source_rows, loaded_rows, "
+                "rejected_rows, repaired_rows) values (%s, %s, %s, %s, %s, %s, %s)",
+                (window_start, window_end, run_id, psycopg.types.json.Jsonb(report.source_rows),
+                 psycopg.types.json.Jsonb(report.loaded_rows), report.rejected_total, report.repaired_total),
+            )
     return report
 
 
