@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start", type=parse_date, required=True, help="first UTC day, YYYY-MM-DD")
     run.add_argument("--end", type=parse_date, required=True, help="day after the last, YYYY-MM-DD (exclusive)")
 
+    live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
+    live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
+    live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
+
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) with this environment")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--host", default="127.0.0.1")
@@ -176,6 +180,63 @@ def print_marts(settings: Settings, start: date, end: date) -> None:
     print(f"      query the marts with: psql '{redact(settings.warehouse_url)}' -c 'table marts.usage_analytics'")
 
 
+def cmd_live(args) -> int:
+    """The simulator in trickle mode plus the Dagster daemon; prints the live table every 5 s."""
+    import threading
+    import time
+
+    from .daemon import start_daemon, stop_daemon
+    from .db import connect
+    from .simulate import Trickle
+
+    if args.rate <= 0:
+        raise ValueError("--rate must be above 0 messages per second")
+    settings = _settings()
+    log_path = settings.botflow_home / "logs" / f"daemon-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with connect(settings.source_url, setting="BOTFLOW_SOURCE_URL") as conn:
+            sim = Trickle(conn, settings.source_schema, seed=int(time.time()))
+            while not stop.wait(1.0 / args.rate):
+                sim.step()
+
+    daemon = start_daemon(settings, log_path)
+    writer = threading.Thread(target=trickle, daemon=True)
+    writer.start()
+    print(f"trickling {args.rate} messages/s into the source; Dagster daemon log: {log_path}")
+    print("live.organization_metrics every 5 s (Ctrl-C to stop); `botflow ui` shows the runs")
+    deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
+    try:
+        with connect(settings.warehouse_url, setting="BOTFLOW_WAREHOUSE_URL", autocommit=True) as wh:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(5)
+                print_live(wh)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        stop_daemon(daemon)
+    return 0
+
+
+def print_live(wh) -> None:
+    import psycopg
+
+    try:
+        rows = wh.execute(
+            "select o.name, m.active_conversations, m.messages_last_hour, m.avg_response_time_ms, m.success_rate, "
+            "m.refreshed_at, extract(epoch from now() - m.newest_message_at)::numeric(8,1) "
+            "from live.organization_metrics m join raw.organizations o on o.id = m.organization_id order by 1"
+        ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        print("(waiting for the first live run)")
+        return
+    for name, active, msgs, avg_rt, success, refreshed, age in rows:
+        print(f"{refreshed:%H:%M:%S} {name:<16} active={active:<3} msgs/h={msgs:<5} avg_rt={avg_rt or '-':>5}ms "
+              f"success={success or '-':>6}% newest message {age}s ago")
+
+
 def cmd_ui(args) -> int:
     settings = _settings()
     from .settings import REPO_ROOT
@@ -190,7 +251,7 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "ui": cmd_ui}
+COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "live": cmd_live, "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

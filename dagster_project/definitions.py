@@ -10,12 +10,10 @@ from dagster_dbt import DbtCliResource
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
-from .assets.live import live_tables
 from .dbt_project import dbt_project
 from .jobs import JOBS
 from .resources import database_resources
 from .schedules import SCHEDULES
-from .sensors import live_feed_sensor
 from .settings import Settings
 
 # Loading the code location outside `botflow` (e.g. `dagster dev -w workspace.yaml`) still gets
@@ -23,10 +21,9 @@ from .settings import Settings
 Settings.from_env().export()
 
 defs = dg.Definitions(
-    assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily, live_tables],
+    assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily],
     jobs=JOBS,
     schedules=SCHEDULES,
-    sensors=[live_feed_sensor],
     resources={
         **database_resources(),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))),

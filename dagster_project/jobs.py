@@ -6,7 +6,6 @@ import dagster as dg
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
-from .assets.live import live_tables
 
 views_job = dg.define_asset_job(
     "dbt_views_job",
@@ -23,10 +22,4 @@ daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(dbt_daily),
     description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
 )
-live_job = dg.define_asset_job(
-    "live_job",
-    selection=dg.AssetSelection.assets(live_tables),
-    executor_def=dg.in_process_executor,  # one small step: no subprocess start-up on the lag path
-    description="Load the last two hours and refresh the live tables (launched by live_feed_sensor).",
-)
-JOBS = [views_job, hourly_job, daily_job, live_job]
+JOBS = [views_job, hourly_job, daily_job]

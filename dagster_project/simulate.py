@@ -336,7 +336,7 @@ def _write_day(conn, schema, day, seed, conversations, messages, events) -> None
           case when handoff_us < 0 then null else {ts.format('handoff_us')} end,
           case when bad = {c('csat_out_of_range') + 1} then (array[0, 7])[1 + i % 2]
                when csat < 0 then null else csat end,
-          {ts.format('updated_us')}
+          least({ts.format('updated_us')}, now())  -- a rating given "later" cannot be after now
         from sim_conversations
         on conflict (id) do nothing""")
         cur.execute(f"""
@@ -362,7 +362,7 @@ def _write_day(conn, schema, day, seed, conversations, messages, events) -> None
           case when m.bad = {m('tokens_negative') + 1} then -m.prompt
                when m.bad = {m('inbound_fields') + 1} then 500 else m.prompt end,
           case when m.bad = {m('inbound_fields') + 1} then 50 else m.completion end,
-          {ts.format('m.updated_us')}
+          least({ts.format('m.updated_us')}, now())
         from sim_messages m
         on conflict (id) do nothing""")
         lo = datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -148,12 +148,14 @@ def make_scenario() -> Iterator:
 
 
 def run_job(instance, job_name: str, *, start: str | None = None, end: str | None = None,
-            partition_key: str | None = None, asset_selection=None):
+            partition_key: str | None = None, asset_selection=None, defs=None):
     """Run a job of the code location in-process, recorded in the instance; raise on failure."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from dagster_project.definitions import defs
     from dagster_project.runner import QUIET_LOGS
+
+    if defs is None:
+        from dagster_project.definitions import defs
 
     tags = {}
     if start is not None:

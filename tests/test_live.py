@@ -11,7 +11,7 @@ import oracle
 import pytest
 from conftest import fetch_table, module_scenario, run_job
 
-from dagster_project.definitions import defs
+from dagster_project.live_definitions import defs
 from dagster_project.resources import SourceDatabase
 from dagster_project.simulate import Trickle, create_source_tables, seed_directory
 
@@ -88,7 +88,7 @@ def test_live_tables_match_a_computation_over_the_source_window(live, dagster_in
                              "outcome, updated_at) values (gen_random_uuid(), %s, %s, %s, %s, %s, %s)",
                              (conv, direction, now - timedelta(minutes=ago), rt, outcome, now))
         conn.commit()
-    run_job(dagster_instance, "live_job")
+    run_job(dagster_instance, "live_job", defs=defs)
 
     metrics = {r["organization_id"]: r for r in fetch_table(scenario.warehouse_url, "live.organization_metrics",
                                                             "organization_id")}

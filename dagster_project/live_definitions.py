@@ -1,4 +1,8 @@
-"""The live feed sensor: polls the source cheaply and launches one small live run when data changed."""
+"""The live code location: the live tables, their job and the sensor that keeps them fresh.
+
+A code location of its own (see workspace.yaml) so that a live run's worker process imports only
+this (no dbt manifest): the run starts about 2 s sooner, and that start-up is most of the live lag.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,18 @@ import os
 import dagster as dg
 from psycopg import sql
 
-from .jobs import live_job
-from .resources import SourceDatabase
+from .assets.live import live_tables
+from .resources import SourceDatabase, database_resources
+from .settings import Settings
+
+Settings.from_env().export()  # the environment, else the embedded PostgreSQL (as definitions.py)
+
+live_job = dg.define_asset_job(
+    "live_job",
+    selection=dg.AssetSelection.assets(live_tables),
+    executor_def=dg.in_process_executor,  # one small step: no subprocess start-up on the lag path
+    description="Load the last two hours and refresh the live tables (launched by live_feed_sensor).",
+)
 
 LIVE_INTERVAL_SECONDS = int(os.environ.get("BOTFLOW_LIVE_INTERVAL_SECONDS", "5"))
 ACTIVE_STATUSES = [
@@ -18,9 +32,12 @@ ACTIVE_STATUSES = [
 
 
 def source_watermark(source: SourceDatabase) -> str | None:
-    """max(updated_at) of messages and conversations (index-only lookups on the source)."""
+    """max(updated_at) of messages and conversations, ignoring values in the future (a bad writer's
+    future timestamp would otherwise hide every later change); two backward index scans."""
     query = sql.SQL(
-        "select greatest((select max(updated_at) from {s}.messages), (select max(updated_at) from {s}.conversations))"
+        "select greatest("
+        "(select max(updated_at) from {s}.messages where updated_at <= now() + interval '5 minutes'), "
+        "(select max(updated_at) from {s}.conversations where updated_at <= now() + interval '5 minutes'))"
     ).format(s=sql.Identifier(source.schema_name))
     with source.connect() as conn:
         value = conn.execute(query).fetchone()[0]
@@ -47,3 +64,11 @@ def live_feed_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase
         return dg.SkipReason(f"live run {running[0].run_id[:8]} is still in progress")
     context.update_cursor(watermark)
     return dg.RunRequest(run_key=f"live-{watermark}", tags={"botflow/reason": f"source changed up to {watermark}"})
+
+
+defs = dg.Definitions(
+    assets=[live_tables],
+    jobs=[live_job],
+    sensors=[live_feed_sensor],
+    resources=database_resources(),
+)
