@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint ui clean
+.PHONY: install demo test lint ui live bench-live clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -28,6 +28,12 @@ test: install lint
 
 ui: install
 	$(BIN)/botflow ui
+
+live: install
+	$(BIN)/botflow live
+
+bench-live: install
+	$(BIN)/python bench/live_lag.py --minutes 3 --rate 2
 
 clean:
 	rm -rf dbt/target dbt/logs .pytest_cache .ruff_cache

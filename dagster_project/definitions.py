@@ -10,6 +10,7 @@ from dagster_dbt import DbtCliResource
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
+from .change_capture import change_capture_sensor
 from .dbt_project import dbt_project
 from .jobs import JOBS
 from .resources import database_resources
@@ -24,6 +25,7 @@ defs = dg.Definitions(
     assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily],
     jobs=JOBS,
     schedules=SCHEDULES,
+    sensors=[change_capture_sensor],
     resources={
         **database_resources(),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))),
