@@ -13,6 +13,7 @@ from .assets.ingestion import raw_ingestion
 from .change_capture import change_capture_sensor
 from .dbt_project import dbt_project
 from .jobs import JOBS
+from .quality import GX_CHECKS
 from .resources import database_resources
 from .schedules import SCHEDULES
 from .settings import Settings
@@ -23,6 +24,7 @@ Settings.from_env().export()
 
 defs = dg.Definitions(
     assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily],
+    asset_checks=GX_CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=[change_capture_sensor],

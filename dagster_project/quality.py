@@ -1,0 +1,243 @@
+"""great-expectations suites, run as blocking Dagster asset checks on the raw layer and each mart.
+
+Every expectation carries the name of the rule it enforces (`meta.rule`); a failed check's
+description lists the broken rules and how many rows break them. Each check validates only its
+partition's window (a GX query asset over the warehouse), and every run adds its validation to the
+GX Data Docs under `$BOTFLOW_HOME/gx/` (open `gx/uncommitted/data_docs/local_site/index.html`).
+"""
+
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from .partitions import daily_partitions, hourly_partitions
+from .resources import WarehouseDatabase
+from .settings import sqlalchemy_url
+
+
+def share_limits() -> dict[str, float]:
+    """The largest share of a partition's messages one rule may reject / repair (read at check time)."""
+    return {"max_rejected": float(os.environ.get("BOTFLOW_MAX_REJECTED_SHARE", "0.10")),
+            "max_repaired": float(os.environ.get("BOTFLOW_MAX_REPAIRED_SHARE", "0.10")),
+            # a handful of bad rows in a quiet hour is no trend: below this many rows a rule never fails
+            "min_rows": int(os.environ.get("BOTFLOW_MIN_FLAGGED_ROWS", "10"))}
+
+_GX_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    build: Callable[[], object]  # returns a gx expectation
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    asset_key: tuple[str, ...]
+    partitions_def: dg.TimeWindowPartitionsDefinition
+    query: str  # {lo} and {hi}: the window bounds as SQL literals
+    rules: tuple[Rule, ...]
+
+
+def _gx():
+    import great_expectations as gx
+
+    return gx
+
+
+def unique(column: str) -> Rule:
+    return Rule(f"{column} unique", lambda: _gx().expectations.ExpectColumnValuesToBeUnique(column=column))
+
+
+def not_null(column: str) -> Rule:
+    return Rule(f"{column} not null", lambda: _gx().expectations.ExpectColumnValuesToNotBeNull(column=column))
+
+
+def between(column: str, low=None, high=None, label: str | None = None) -> Rule:
+    text = label or (f"{column} within {low}..{high}" if high is not None else f"{column} >= {low}")
+    return Rule(text, lambda: _gx().expectations.ExpectColumnValuesToBeBetween(
+        column=column, min_value=low, max_value=high))
+
+
+def ordered(low: str, high: str) -> Rule:
+    return Rule(f"{low} <= {high}", lambda: _gx().expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+        column_A=high, column_B=low, or_equal=True, ignore_row_if="either_value_is_missing"))
+
+
+def percentile_rules() -> tuple[Rule, ...]:
+    return (ordered("p50_response_time_ms", "p95_response_time_ms"),
+            ordered("p95_response_time_ms", "p99_response_time_ms"),
+            ordered("p99_response_time_ms", "max_response_time_ms"))
+
+
+_WINDOW_TS = "{col} >= {{lo}} and {col} < {{hi}}"
+_REPLIES_MAX = ("(select max(r.response_time_ms) from marts.fct_bot_replies r "
+                "where r.conversation_id = m.conversation_id)")
+
+SUITES = (
+    Suite("raw_messages", ("raw", "messages"), hourly_partitions, """
+        select m.id, m.direction, m.prompt_tokens, m.completion_tokens, m.response_time_ms from raw.messages m
+        where """ + _WINDOW_TS.format(col="m.created_at"),
+          (unique("id"), not_null("id"), between("prompt_tokens", 0), between("completion_tokens", 0),
+           between("response_time_ms", 0))),
+    Suite("raw_quality", ("raw", "messages"), hourly_partitions, """
+        with seen as (
+          select count(*) as n from raw.messages where """ + _WINDOW_TS.format(col="created_at") + """),
+        rejected as (
+          select rule, count(*) as n from raw.quarantine
+          where source_table = 'messages' and """ + _WINDOW_TS.format(col="partition_hour") + """ group by rule),
+        repaired as (
+          select rule, sum(repaired_rows) as n from raw.repairs
+          where source_table = 'messages' and """ + _WINDOW_TS.format(col="partition_hour") + """ group by rule)
+        select case when j.n >= {min_rows} and j.n::numeric / greatest(j.n + s.n, 1) > {max_rejected}
+                    then j.rule end as rejected_rule_over_limit, null::text as repaired_rule_over_limit
+        from rejected j cross join seen s
+        union all
+        select null, case when p.n >= {min_rows} and p.n::numeric / greatest(s.n, 1) > {max_repaired}
+                    then p.rule end from repaired p cross join seen s
+        """,
+          (Rule("quarantined share of a rule <= BOTFLOW_MAX_REJECTED_SHARE",
+                lambda: _gx().expectations.ExpectColumnValuesToBeNull(column="rejected_rule_over_limit")),
+           Rule("repaired share of a rule <= BOTFLOW_MAX_REPAIRED_SHARE",
+                lambda: _gx().expectations.ExpectColumnValuesToBeNull(column="repaired_rule_over_limit")))),
+    Suite("conversation_metrics", ("marts", "conversation_metrics"), daily_partitions, f"""
+        select m.*, m.total_messages - m.user_messages - m.bot_messages as message_total_gap,
+          {_REPLIES_MAX} as max_response_time_ms
+        from marts.conversation_metrics m where """ + _WINDOW_TS.format(col="m.started_at"),
+          (unique("id"), not_null("id"), unique("conversation_id"), not_null("conversation_id"),
+           between("total_messages", 1), between("user_messages", 0), between("bot_messages", 0),
+           between("message_total_gap", 0, 0, label="total_messages = user_messages + bot_messages"),
+           between("estimated_cost_usd", 0), between("tokens_used", 0),
+           between("customer_satisfaction", 1, 5), *percentile_rules())),
+    Suite("bot_performance_metrics", ("marts", "bot_performance_metrics"), daily_partitions, """
+        select m.*, (select max(r.response_time_ms) from marts.fct_bot_replies r
+                     where r.bot_id = m.bot_id and r.reply_date = m.date) as max_response_time_ms
+        from marts.bot_performance_metrics m
+        where m.date >= ({lo} at time zone 'UTC')::date and m.date < ({hi} at time zone 'UTC')::date""",
+          (unique("id"), not_null("id"), not_null("bot_id"), not_null("date"),
+           *(between(c, 0, 100) for c in ("success_rate", "error_rate", "fallback_rate",
+                                           "knowledge_base_hit_rate")),
+           between("handoff_rate", 0), between("total_messages", 0), between("total_conversations", 0),
+           between("active_conversations", 0), between("total_cost_usd", 0), *percentile_rules())),
+    Suite("usage_analytics", ("marts", "usage_analytics"), hourly_partitions, """
+        select m.id, m.organization_id, m.hour, m.messages_sent, m.messages_received, m.estimated_cost_usd,
+          m.tokens_used, 0 as missing_rows from marts.usage_analytics m
+        where """ + _WINDOW_TS.format(col="m.hour") + """
+        union all
+        select null, k.organization_id, k.hour, 0, 0, 0, 0, 1 from (
+          select distinct c.organization_id, date_trunc('hour', x.created_at, 'UTC') as hour
+          from raw.messages x join raw.conversations c on c.id = x.conversation_id
+          where """ + _WINDOW_TS.format(col="x.created_at") + """
+          except select organization_id, hour from marts.usage_analytics
+          where """ + _WINDOW_TS.format(col="hour") + """) k""",
+          (between("missing_rows", 0, 0, label="every hour with messages in raw has a mart row"),
+           between("messages_sent", 0), between("messages_received", 0), between("estimated_cost_usd", 0),
+           between("tokens_used", 0))),
+)
+
+
+@dataclass
+class SuiteResult:
+    success: bool
+    failures: dict[str, str]  # rule -> what breaks it
+    evaluated: int
+
+    @property
+    def description(self) -> str:
+        if self.success:
+            return f"{self.evaluated} expectations passed"
+        return "; ".join(f"rule '{rule}' broken by {what}" for rule, what in self.failures.items())
+
+
+def _sql_literal(ts: datetime) -> str:
+    return f"'{ts.isoformat()}'::timestamptz"
+
+
+def gx_home() -> Path:
+    home = Path(os.environ.get("BOTFLOW_HOME", Path(__file__).resolve().parent.parent / ".botflow")) / "gx"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> SuiteResult:
+    """Validate `suite` over [lo, hi) of the warehouse with great-expectations; record it in Data Docs."""
+    gx = _gx()
+    # GX wants a plain SELECT: wrap the suite's query (which may start with a CTE)
+    query = "select * from (" + suite.query.format(
+        lo=_sql_literal(lo), hi=_sql_literal(hi), **share_limits()) + ") as window_rows"
+    with _GX_LOCK:  # a GX file context is not safe to share between threads
+        context = gx.get_context(mode="file", project_root_dir=str(gx_home()))
+        url = sqlalchemy_url(warehouse_url)
+        # one datasource per warehouse database; one asset per suite, its query replaced every run
+        source_name = "warehouse_" + hashlib.sha1(url.encode()).hexdigest()[:10]
+        try:
+            datasource = context.data_sources.get(source_name)
+        except (KeyError, ValueError):
+            datasource = context.data_sources.add_postgres(source_name, connection_string=url)
+        with contextlib.suppress(KeyError, LookupError, ValueError):
+            datasource.delete_asset(suite.name)
+        batch = datasource.add_query_asset(suite.name, query=query).add_batch_definition_whole_table("window")
+        expectation_suite = gx.ExpectationSuite(name=suite.name)
+        for rule in suite.rules:
+            expectation = rule.build()
+            expectation.meta = {"rule": rule.name}
+            expectation_suite.add_expectation(expectation)
+        expectation_suite = context.suites.add_or_update(expectation_suite)
+        name = f"{suite.name}_{source_name}"
+        with contextlib.suppress(Exception):  # a definition left from an earlier layout of the asset
+            context.checkpoints.delete(name)
+        with contextlib.suppress(Exception):
+            context.validation_definitions.delete(name)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=expectation_suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=name, validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")], result_format="SUMMARY"))
+        result = checkpoint.run()
+    failures: dict[str, int] = {}
+    evaluated = 0
+    for validation in result.run_results.values():
+        for outcome in validation.results:
+            evaluated += 1
+            if not outcome.success:
+                rule = (outcome.expectation_config.meta or {}).get("rule", outcome.expectation_config.type)
+                count = outcome.result.get("unexpected_count") or 0
+                examples = [v for v in outcome.result.get("partial_unexpected_list") or [] if v is not None][:5]
+                failures[rule] = f"{count} rows" + (f" (e.g. {examples})" if examples else "")
+    return SuiteResult(not failures, failures, evaluated)
+
+
+def _make_check(suite: Suite) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(list(suite.asset_key)),
+        name=f"gx_{suite.name}",
+        blocking=True,
+        partitions_def=suite.partitions_def,
+        description=f"great-expectations suite '{suite.name}' over the partition's window: "
+        + "; ".join(rule.name for rule in suite.rules),
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
+        window = context.partition_time_window
+        result = run_suite(suite, warehouse.url, window.start, window.end)
+        return dg.AssetCheckResult(
+            passed=result.success,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=result.description,
+            metadata={"window": f"[{window.start.isoformat()}, {window.end.isoformat()})",
+                      "broken_rules": ", ".join(result.failures) or "none",
+                      "data_docs": str(gx_home() / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")},
+        )
+
+    return _check
+
+
+GX_CHECKS = [_make_check(suite) for suite in SUITES]

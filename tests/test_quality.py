@@ -1,0 +1,124 @@
+"""Every great-expectations rule fails, naming itself, on a warehouse where it was broken on purpose;
+and a failed blocking check stops the partition's downstream assets."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from conftest import build_window, module_scenario
+
+from dagster_project.quality import SUITES, run_suite
+from dagster_project.simulate import simulate
+
+LO, HI = datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 2, tzinfo=UTC)
+SUITE = {s.name: s for s in SUITES}
+
+# (suite, rule named in the failure, SQL that breaks it inside the window)
+BREAKAGES = [
+    ("conversation_metrics", "id unique",
+     "update marts.conversation_metrics set id = (select id from marts.conversation_metrics "
+     "where started_at >= '2026-07-01' order by id limit 1) where conversation_id = (select conversation_id "
+     "from marts.conversation_metrics where started_at >= '2026-07-01' order by id offset 1 limit 1)"),
+    ("conversation_metrics", "total_messages = user_messages + bot_messages",
+     "update marts.conversation_metrics set total_messages = total_messages + 1 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where started_at >= '2026-07-01' limit 1)"),
+    ("conversation_metrics", "p50_response_time_ms <= p95_response_time_ms",
+     "update marts.conversation_metrics set p50_response_time_ms = p95_response_time_ms + 1 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where p95_response_time_ms is not null "
+     "and started_at >= '2026-07-01' limit 1)"),
+    ("conversation_metrics", "p99_response_time_ms <= max_response_time_ms",
+     "update marts.conversation_metrics set p99_response_time_ms = 10000000 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where p99_response_time_ms is not null "
+     "and started_at >= '2026-07-01' limit 1)"),
+    ("conversation_metrics", "estimated_cost_usd >= 0",
+     "update marts.conversation_metrics set estimated_cost_usd = -1 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where started_at >= '2026-07-01' limit 1)"),
+    ("bot_performance_metrics", "success_rate within 0..100",
+     "update marts.bot_performance_metrics set success_rate = 150 where date = '2026-07-01' "
+     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics)"),
+    ("bot_performance_metrics", "total_messages >= 0",
+     "update marts.bot_performance_metrics set total_messages = -3 where date = '2026-07-01' "
+     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics)"),
+    ("usage_analytics", "every hour with messages in raw has a mart row",
+     "delete from marts.usage_analytics where hour = '2026-07-01 14:00+00'"),
+    ("raw_messages", "prompt_tokens >= 0",
+     "update raw.messages set prompt_tokens = -1 where id = (select id from raw.messages "
+     "where created_at >= '2026-07-01' and direction = 'outbound' limit 1)"),
+    ("raw_quality", "quarantined share of a rule <= BOTFLOW_MAX_REJECTED_SHARE",
+     "insert into raw.quarantine (source_table, source_id, rule, partition_hour, run_id) "
+     "select 'messages', g::text, 'message_direction_unknown', '2026-07-01 09:00+00', 'test' "
+     "from generate_series(1, 5000) g"),
+]
+
+
+TOUCHED = ["marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics",
+           "raw.messages", "raw.quarantine"]
+
+
+@pytest.fixture(scope="module")
+def warehouse(dagster_instance):
+    with module_scenario("gx") as (scenario,):
+        with scenario.source() as conn:
+            simulate(conn, "public", date(2026, 7, 1), 1, seed=31, conversations_per_day=200)
+        build_window(dagster_instance, date(2026, 7, 1), date(2026, 7, 2))
+        with scenario.warehouse() as conn:
+            conn.execute("create schema backup")
+            for table in TOUCHED:
+                conn.execute(f"create table backup.{table.replace('.', '__')} as table {table}")
+            conn.commit()
+        yield scenario
+
+
+def restore(scenario) -> None:
+    with scenario.warehouse() as conn:
+        for table in TOUCHED:
+            conn.execute(f"delete from {table}")
+            conn.execute(f"insert into {table} table backup.{table.replace('.', '__')}")
+        conn.commit()
+
+
+def test_every_suite_passes_on_the_built_warehouse(warehouse):
+    for suite in SUITES:
+        result = run_suite(suite, warehouse.warehouse_url, LO, HI)
+        assert result.success, f"{suite.name}: {result.description}"
+        assert result.evaluated == len(suite.rules)
+
+
+@pytest.mark.parametrize(("suite", "rule", "breakage"), BREAKAGES, ids=[f"{s}:{r}" for s, r, _ in BREAKAGES])
+def test_each_rule_fails_when_broken_naming_the_rule(warehouse, suite, rule, breakage):
+    with warehouse.warehouse() as conn:
+        conn.execute(breakage)
+        conn.commit()
+    try:
+        result = run_suite(SUITE[suite], warehouse.warehouse_url, LO, HI)
+    finally:
+        restore(warehouse)  # the next case starts from the valid warehouse
+    assert not result.success
+    assert rule in result.failures, result.description
+    assert f"rule '{rule}'" in result.description
+
+
+def test_quarantine_rule_is_named_and_limit_is_configurable(warehouse, monkeypatch):
+    monkeypatch.setenv("BOTFLOW_MAX_REJECTED_SHARE", "0.0001")
+    result = run_suite(SUITE["raw_quality"], warehouse.warehouse_url, LO, HI)
+    assert not result.success
+    assert "message_conversation_rejected" in result.description  # the source rule that rose
+
+
+def test_a_failed_blocking_check_stops_the_partitions_downstream(warehouse, dagster_instance, monkeypatch):
+    from dagster_project.definitions import defs
+    from dagster_project.runner import QUIET_LOGS
+
+    warehouse.activate()
+    monkeypatch.setenv("BOTFLOW_MAX_REJECTED_SHARE", "0.0001")
+    result = defs.resolve_job_def("hourly_partition_job").execute_in_process(
+        instance=dagster_instance, partition_key="2026-07-01-14:00", run_config=QUIET_LOGS, raise_on_error=False)
+    assert not result.success
+    evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    failed = [e for e in evaluations if not e.passed]
+    assert [e.check_name for e in failed] == ["gx_raw_quality"]
+    assert "quarantined share of a rule" in failed[0].description
+    skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    assert "dbt_hourly" in skipped or not any(
+        e.step_key == "dbt_hourly" and e.event_type_value == "STEP_SUCCESS" for e in result.all_events)
