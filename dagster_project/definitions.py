@@ -12,6 +12,7 @@ from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
 from .change_capture import change_capture_sensor
 from .dbt_project import dbt_project
+from .freshness import FRESHNESS_CHECKS, freshness_checks_sensor
 from .jobs import JOBS
 from .quality import GX_CHECKS
 from .resources import database_resources
@@ -24,10 +25,10 @@ Settings.from_env().export()
 
 defs = dg.Definitions(
     assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily],
-    asset_checks=GX_CHECKS,
+    asset_checks=[*GX_CHECKS, *FRESHNESS_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,
-    sensors=[change_capture_sensor],
+    sensors=[change_capture_sensor, freshness_checks_sensor],
     resources={
         **database_resources(),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))),

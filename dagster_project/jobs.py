@@ -6,6 +6,10 @@ import dagster as dg
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
+from .freshness import FRESHNESS_CHECKS
+
+# freshness checks run on their own sensor's schedule, not inside every partition run
+FRESHNESS_SELECTION = dg.AssetSelection.checks(*FRESHNESS_CHECKS)
 
 views_job = dg.define_asset_job(
     "dbt_views_job",
@@ -14,12 +18,17 @@ views_job = dg.define_asset_job(
 )
 hourly_job = dg.define_asset_job(
     "hourly_partition_job",
-    selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly),
+    selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly) - FRESHNESS_SELECTION,
     description="Ingest an hour (or a range of hours) into raw, then build fct_bot_replies and usage_analytics.",
 )
 daily_job = dg.define_asset_job(
     "daily_partition_job",
-    selection=dg.AssetSelection.assets(dbt_daily),
+    selection=dg.AssetSelection.assets(dbt_daily) - FRESHNESS_SELECTION,
     description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
 )
-JOBS = [views_job, hourly_job, daily_job]
+freshness_job = dg.define_asset_job(
+    "freshness_checks_job",
+    selection=FRESHNESS_SELECTION,
+    description="Evaluate the marts' freshness checks now (the freshness sensor also runs them).",
+)
+JOBS = [views_job, hourly_job, daily_job, freshness_job]

@@ -122,3 +122,26 @@ def test_a_failed_blocking_check_stops_the_partitions_downstream(warehouse, dags
     skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
     assert "dbt_hourly" in skipped or not any(
         e.step_key == "dbt_hourly" and e.event_type_value == "STEP_SUCCESS" for e in result.all_events)
+
+
+def test_freshness_fails_while_yesterday_is_overdue_and_passes_once_built(warehouse, dagster_instance):
+    """Real clock: after 03:00 UTC the daily marts must have yesterday's partition."""
+    from datetime import timedelta
+
+    from conftest import run_job
+
+    warehouse.activate()
+    now = datetime.now(UTC)
+    due = (now - timedelta(days=1 if now.hour >= 3 else 2)).date()
+
+    def evaluations():
+        result = run_job(dagster_instance, "freshness_checks_job")
+        return {(e.asset_key.path[-1], e.passed) for e in (
+            ev.event_specific_data for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION")}
+
+    before = evaluations()
+    assert ("conversation_metrics", False) in before and ("bot_performance_metrics", False) in before
+    assert ("usage_analytics", True) in before  # materialized within the last 2 hours by this module
+    run_job(dagster_instance, "daily_partition_job", partition_key=due.isoformat())
+    after = evaluations()
+    assert ("conversation_metrics", True) in after and ("bot_performance_metrics", True) in after

@@ -14,6 +14,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
 from ..dbt_project import dbt_project, ensure_manifest
+from ..freshness import policy_for
 from ..ingest.schema import ensure_raw_schema
 from ..partitions import daily_partitions, hourly_partitions
 from ..policies import POOL_DBT_DAILY, POOL_DBT_HOURLY, POOL_DBT_VIEWS, RETRY_POLICY
@@ -46,7 +47,11 @@ class BotflowDbtTranslator(DagsterDbtTranslator):
         partition run orders ingestion before the marts (the views themselves are not partitioned)."""
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = manifest["nodes"].get(unique_id, {})
-        if {"hourly", "daily"} & set(node.get("tags", [])):
+        tags = set(node.get("tags", []))
+        policy = policy_for(tags)
+        if policy is not None:
+            spec = spec.replace_attributes(freshness_policy=policy)
+        if {"hourly", "daily"} & tags:
             raw_keys = sorted(
                 dg.AssetKey(["raw", manifest["sources"][source_id]["name"]])
                 for source_id in _upstream_sources(manifest, unique_id)
