@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import oracle
 import pytest
-from conftest import build_window, module_scenario, run_job
+from conftest import build_window, lenient_quality_limits, module_scenario, run_job
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.definitions import defs
@@ -29,7 +29,7 @@ def tick(instance, scenario, cursor):
 
 @pytest.fixture(scope="module")
 def captured(dagster_instance):
-    with module_scenario("cc") as (scenario,):
+    with lenient_quality_limits(), module_scenario("cc") as (scenario,):
         with scenario.source() as conn:
             simulate(conn, "public", START, 2, seed=21, conversations_per_day=60)
         build_window(dagster_instance, START, date(2026, 6, 4))

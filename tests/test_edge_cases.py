@@ -8,13 +8,12 @@ without a price, and every "Bad rows" rule (the row is in quarantine with its ru
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import oracle
 import pytest
-from conftest import build_window, fetch_table, module_scenario
+from conftest import build_window, fetch_table, lenient_quality_limits, module_scenario
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.ingest.rules import REJECTION_RULES, REPAIR_RULES
@@ -108,9 +107,7 @@ def _bucket(key) -> uuid.UUID:
 
 @pytest.fixture(scope="module")
 def edge(dagster_instance):
-    # one bad row of each kind in a handful of messages: far above the production share limits
-    os.environ["BOTFLOW_MAX_REJECTED_SHARE"] = os.environ["BOTFLOW_MAX_REPAIRED_SHARE"] = "1"
-    with module_scenario("edge") as (scenario,):
+    with lenient_quality_limits(), module_scenario("edge") as (scenario,):
         yield from _build_edge_cases(scenario, dagster_instance)
 
 
@@ -145,7 +142,6 @@ def _build_edge_cases(scenario, dagster_instance):
     valid = oracle.validate(src, datetime.now(UTC))
     window = oracle.Window(D, D + timedelta(days=2))
     yield scenario, src, valid, window
-    del os.environ["BOTFLOW_MAX_REJECTED_SHARE"], os.environ["BOTFLOW_MAX_REPAIRED_SHARE"]
 
 
 def test_all_marts_equal_the_oracle(edge):

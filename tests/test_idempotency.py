@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from conftest import build_window, module_scenario, run_job
+from conftest import build_window, lenient_quality_limits, module_scenario, run_job
 from marts_contract import MARTS
 
 from dagster_project.simulate import simulate
@@ -41,7 +41,7 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def reference(dagster_instance):
-    with module_scenario("idem", extra_warehouses=1) as (scenario, second):
+    with lenient_quality_limits(), module_scenario("idem", extra_warehouses=1) as (scenario, second):
         with scenario.source() as conn:
             simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
         build_window(dagster_instance, START, date(2026, 5, 4))
