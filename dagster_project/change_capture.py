@@ -25,15 +25,12 @@ from psycopg import sql
 
 from .jobs import daily_job, hourly_job
 from .partitions import daily_partitions, hourly_partitions
+from .policies import ACTIVE_RUN_STATUSES
 from .resources import SourceDatabase
 
 OVERLAP = timedelta(minutes=10)
 TRIGGER_TAG = "botflow/trigger"
 REASON_TAG = "botflow/reason"
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 CHANGED_MESSAGES = """
 select m.id::text, m.updated_at, date_trunc('hour', m.created_at, 'UTC'),
@@ -157,7 +154,7 @@ def change_capture_sensor(context: dg.SensorEvaluationContext, source: SourceDat
         if _valid_day(day, now):
             pending[day.isoformat()] = _summary(reasons)[:200]
     hourly_in_flight = bool(requests) or bool(context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=hourly_job.name, statuses=ACTIVE_STATUSES,
+        filters=dg.RunsFilter(job_name=hourly_job.name, statuses=ACTIVE_RUN_STATUSES,
                               tags={TRIGGER_TAG: "change_capture"}), limit=1))
     if not hourly_in_flight:  # the daily marts read the raw hours: build them once those are loaded
         for day, reason in sorted(pending.items()):

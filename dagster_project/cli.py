@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start", type=parse_date, required=True, help="first UTC day, YYYY-MM-DD")
     run.add_argument("--end", type=parse_date, required=True, help="day after the last, YYYY-MM-DD (exclusive)")
 
+    refresh = sub.add_parser("refresh", help="reload the price list and rebuild every mart from all of raw")
+    refresh.add_argument("--start", type=parse_date, required=True, help="first UTC day with data, YYYY-MM-DD")
+    refresh.add_argument("--end", type=parse_date, required=True, help="day after the last, YYYY-MM-DD")
+
     live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
     live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
@@ -131,6 +135,29 @@ def _run(settings: Settings, start: date, end: date) -> None:
             run_window(defs, instance, start, end, progress=lambda line: print(line, file=console, flush=True))
         except RunFailed as exc:
             raise ConfigError(f"{exc} (full log: {log_path})") from exc
+
+
+def cmd_refresh(args) -> int:
+    """After editing dbt/seeds/llm_prices.csv: reload it, then recompute every mart (costs of all history)."""
+    if args.end <= args.start:
+        raise ValueError(f"--end {args.end} must be after --start {args.start} (end is exclusive)")
+    settings = _settings()
+    _check_databases(settings)
+    import dagster as dg
+
+    from .definitions import defs
+    from .runner import RunFailed, refresh_marts
+
+    with dg.DagsterInstance.get() as instance:
+        print("[0/2] reload the price list seed and the views ...", flush=True)
+        result = defs.resolve_job_def("dbt_views_job").execute_in_process(instance=instance, raise_on_error=False)
+        if not result.success:
+            raise ConfigError("dbt_views_job failed: see the run in the Dagster UI")
+        try:
+            refresh_marts(defs, instance, args.start, args.end)
+        except RunFailed as exc:
+            raise ConfigError(str(exc)) from exc
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -251,7 +278,8 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "live": cmd_live, "ui": cmd_ui}
+COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh,
+            "live": cmd_live, "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

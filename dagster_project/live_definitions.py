@@ -12,6 +12,7 @@ import dagster as dg
 from psycopg import sql
 
 from .assets.live import live_tables
+from .policies import ACTIVE_RUN_STATUSES
 from .resources import SourceDatabase, database_resources
 from .settings import Settings
 
@@ -25,10 +26,6 @@ live_job = dg.define_asset_job(
 )
 
 LIVE_INTERVAL_SECONDS = int(os.environ.get("BOTFLOW_LIVE_INTERVAL_SECONDS", "5"))
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 def source_watermark(source: SourceDatabase) -> str | None:
@@ -59,7 +56,7 @@ def live_feed_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase
     if watermark == context.cursor:
         return dg.SkipReason(f"no source change since {watermark}")
     running = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=live_job.name, statuses=ACTIVE_STATUSES), limit=1)
+        filters=dg.RunsFilter(job_name=live_job.name, statuses=ACTIVE_RUN_STATUSES), limit=1)
     if running:  # coalesce: the cursor stays, so the next tick after this run picks the change up
         return dg.SkipReason(f"live run {running[0].run_id[:8]} is still in progress")
     context.update_cursor(watermark)

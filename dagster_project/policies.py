@@ -14,3 +14,9 @@ POOL_DBT_VIEWS = "botflow_dbt_views"
 POOL_DBT_HOURLY = "botflow_dbt_hourly"
 POOL_DBT_DAILY = "botflow_dbt_daily"
 POOL_LIVE = "botflow_live"  # the live run has its own pool: it never waits on, or blocks, partition runs
+
+# runs that are queued or running: a sensor that must not pile up runs waits while one exists
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]

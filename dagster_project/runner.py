@@ -75,6 +75,42 @@ class RunFailed(Exception):
     pass
 
 
+def refresh_marts(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    start: date,
+    end: date,
+    progress: Callable[[str], None] = print,
+) -> list[StepResult]:
+    """Rebuild every mart from all of raw with `dbt build --full-refresh` (after a price-list change:
+    costs are recomputed for all history). Recorded as one run per partitions definition over
+    [start, end), the range that holds data; no ingestion."""
+    from .assets.dbt import dbt_daily, dbt_hourly
+    from .jobs import daily_job, hourly_job
+    from .partitions import daily_partitions, hourly_partitions
+
+    lo, hi = _utc_midnight(start), _utc_midnight(end)
+    results = []
+    steps = [
+        (hourly_job.name, hourly_partitions, dbt_hourly, "full refresh of the hourly marts"),
+        (daily_job.name, daily_partitions, dbt_daily, "full refresh of the daily marts"),
+    ]
+    for i, (job_name, partitions_def, assets_def, label) in enumerate(steps, 1):
+        tags, _ = partition_range_tags(partitions_def, lo, hi)
+        progress(f"[{i}/{len(steps)}] {label} ...")
+        began = time.monotonic()
+        config = {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS}
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, tags=tags, run_config=config, raise_on_error=False,
+            asset_selection=list(assets_def.keys))
+        seconds = time.monotonic() - began
+        results.append(StepResult(job_name, result.run_id, seconds, result.success))
+        progress(f"[{i}/{len(steps)}] {label}: {'done' if result.success else 'FAILED'} in {seconds:.1f}s")
+        if not result.success:
+            raise RunFailed(f"{job_name} full refresh failed: {_first_failure(result)}")
+    return results
+
+
 def _utc_midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 

@@ -6,8 +6,9 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from conftest import build_window, lenient_quality_limits, module_scenario, run_job
+from conftest import build_window, fetch_table, lenient_quality_limits, module_scenario, run_job
 from marts_contract import MARTS
+from oracle import half_up
 
 from dagster_project.simulate import simulate
 
@@ -41,20 +42,20 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def reference(dagster_instance):
-    with lenient_quality_limits(), module_scenario("idem", extra_warehouses=1) as (scenario, second):
+    with lenient_quality_limits(), module_scenario("idem", extra_warehouses=2) as (scenario, second, third):
         with scenario.source() as conn:
             simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
         build_window(dagster_instance, START, date(2026, 5, 4))
-        yield scenario, second, snapshot(scenario.warehouse_url)
+        yield scenario, second, snapshot(scenario.warehouse_url), third
 
 def test_reference_build_has_rows(reference):
-    _, _, ref = reference
+    _, _, ref, _ = reference
     for table in ("marts.conversation_metrics", "marts.usage_analytics", "raw.quarantine", "raw.repairs"):
         assert ref[table], f"{table} is empty"
 
 
 def test_a_partition_run_twice_changes_nothing(reference, dagster_instance):
-    scenario, _, ref = reference
+    scenario, _, ref, _ = reference
     scenario.activate()
     for _ in range(2):
         run_job(dagster_instance, "hourly_partition_job", partition_key="2026-05-01-14:00")
@@ -64,7 +65,7 @@ def test_a_partition_run_twice_changes_nothing(reference, dagster_instance):
 
 def test_partitions_in_another_order_give_the_same_rows(reference, dagster_instance):
     """A fresh warehouse, raw hours loaded last day first, marts built in shuffled order."""
-    _, second, ref = reference
+    _, second, ref, _ = reference
     second.activate()
     for day in ("2026-05-03", "2026-05-01", "2026-05-02"):
         run_job(dagster_instance, "hourly_partition_job", start=f"{day}-23:00", end=f"{day}-23:00",
@@ -80,9 +81,55 @@ def test_partitions_in_another_order_give_the_same_rows(reference, dagster_insta
     assert snapshot(second.warehouse_url) == ref
 
 
+def test_a_stopped_backfill_resumes_without_duplicates_or_gaps(reference, dagster_instance):
+    """A backfill that stopped after its first day (raw and marts half built) is relaunched whole."""
+    _, _, ref, third = reference
+    third.activate()
+    run_job(dagster_instance, "dbt_views_job")
+    run_job(dagster_instance, "hourly_partition_job", start="2026-05-01-00:00", end="2026-05-01-23:00")
+    run_job(dagster_instance, "daily_partition_job", partition_key="2026-05-01")
+    assert snapshot(third.warehouse_url) != ref  # stopped: not everything is there
+    build_window(dagster_instance, START, date(2026, 5, 4))  # resume: relaunch the whole range
+    assert snapshot(third.warehouse_url) == ref
+
+
+def test_full_refresh_recomputes_costs_of_all_history(reference, dagster_instance):
+    """After a price-list change, an ordinary partition run reprices only its window; the full refresh
+    reprices every reply of every day."""
+    from dagster_project.definitions import defs
+    from dagster_project.runner import refresh_marts
+
+    _, second, _, _ = reference
+    second.activate()
+
+    def costs():
+        return {r["message_id"]: (r["cost_usd"], r["created_at"])
+                for r in fetch_table(second.warehouse_url, "marts.fct_bot_replies", "message_id")}
+
+    before = costs()
+    with second.warehouse() as conn:
+        conn.execute("update reference.llm_prices set prompt_price_per_1k = 2 * prompt_price_per_1k, "
+                     "completion_price_per_1k = 2 * completion_price_per_1k")
+        conn.commit()
+    run_job(dagster_instance, "hourly_partition_job", partition_key="2026-05-01-10:00")
+    partial = costs()
+    changed = {k for k in before if partial[k][0] != before[k][0]}
+    assert changed and all(before[k][1].strftime("%Y-%m-%d %H") == "2026-05-01 10" for k in changed)
+    refresh_marts(defs, dagster_instance, START, date(2026, 5, 4), progress=lambda _: None)
+    after = costs()
+    assert after.keys() == before.keys()
+    assert all(after[k][0] == 2 * before[k][0] for k in before)
+    per_conversation: dict = {}
+    for row in fetch_table(second.warehouse_url, "marts.fct_bot_replies", "message_id"):
+        per_conversation[row["conversation_id"]] = per_conversation.get(row["conversation_id"], 0) + row["cost_usd"]
+    for row in fetch_table(second.warehouse_url, "marts.conversation_metrics", "conversation_id"):
+        expected = per_conversation.get(row["conversation_id"], 0)
+        assert row["estimated_cost_usd"] == half_up(expected, 6)
+
+
 def test_a_window_that_now_yields_nothing_leaves_no_stale_rows(reference, dagster_instance):
     """The app deletes an hour's data: re-running that hour removes its rows from every layer."""
-    scenario, _, ref = reference
+    scenario, _, ref, _ = reference
     scenario.activate()
     hour = "2026-05-02 15:00+00"
     with scenario.source() as conn:

@@ -100,6 +100,18 @@ def dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
     yield from run_dbt(context, dbt, [])
 
 
+class DbtBuildConfig(dg.Config):
+    """Run config of the partitioned dbt assets."""
+
+    full_refresh: bool = False  # rebuild the whole table from all of raw (e.g. after a price-list change)
+
+
+def dbt_build_args(context: dg.AssetExecutionContext, config: DbtBuildConfig) -> list[str]:
+    if config.full_refresh:  # no window vars: the models' window is all of history
+        return ["--full-refresh"]
+    return ["--vars", json.dumps(dbt_window_vars(context))]
+
+
 def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, description: str):
     """dbt models of one partitions definition: a range runs as one dbt invocation over its window."""
 
@@ -114,8 +126,8 @@ def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, de
         retry_policy=RETRY_POLICY,
         pool=pool,
     )
-    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        yield from run_dbt(context, dbt, ["--vars", json.dumps(dbt_window_vars(context))])
+    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
+        yield from run_dbt(context, dbt, dbt_build_args(context, config))
 
     _models.__doc__ = description
     return _models
