@@ -8,7 +8,6 @@ GX Data Docs under `$BOTFLOW_HOME/gx/` (open `gx/uncommitted/data_docs/local_sit
 
 
 import contextlib
-import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -176,13 +175,20 @@ def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> S
         lo=_sql_literal(lo), hi=_sql_literal(hi), **share_limits()) + ") as window_rows"
     with _GX_LOCK:  # a GX file context is not safe to share between threads
         context = gx.get_context(mode="file", project_root_dir=str(gx_home()))
-        url = sqlalchemy_url(warehouse_url)
-        # one datasource per warehouse database; one asset per suite, its query replaced every run
-        source_name = "warehouse_" + hashlib.sha1(url.encode()).hexdigest()[:10]
+        if getattr(context.variables.progress_bars, "globally", True) is not False:  # keep run logs readable
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+            context.variables.save()
+        # the URL stays out of great_expectations.yml (it may hold a password): GX reads it from the
+        # environment at run time, which also accepts socket URLs its URL validation would refuse
+        os.environ["BOTFLOW_GX_WAREHOUSE_URL"] = sqlalchemy_url(warehouse_url)
+        source_name = "warehouse"
         try:
             datasource = context.data_sources.get(source_name)
         except (KeyError, ValueError):
-            datasource = context.data_sources.add_postgres(source_name, connection_string=url)
+            datasource = context.data_sources.add_postgres(
+                source_name, connection_string="${BOTFLOW_GX_WAREHOUSE_URL}")
         with contextlib.suppress(KeyError, LookupError, ValueError):
             datasource.delete_asset(suite.name)
         batch = datasource.add_query_asset(suite.name, query=query).add_batch_definition_whole_table("window")
@@ -192,7 +198,7 @@ def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> S
             expectation.meta = {"rule": rule.name}
             expectation_suite.add_expectation(expectation)
         expectation_suite = context.suites.add_or_update(expectation_suite)
-        name = f"{suite.name}_{source_name}"
+        name = suite.name
         with contextlib.suppress(Exception):  # a definition left from an earlier layout of the asset
             context.checkpoints.delete(name)
         with contextlib.suppress(Exception):
