@@ -50,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--start", type=parse_date, required=True, help="first UTC day with data, YYYY-MM-DD")
     refresh.add_argument("--end", type=parse_date, required=True, help="day after the last, YYYY-MM-DD")
 
+    export = sub.add_parser("export", help="stream a mart as CSV (no row cap), with filters")
+    export.add_argument("kind", choices=["conversations", "bot-performance", "usage"])
+    export.add_argument("--start", type=parse_date, required=True, help="first UTC day, YYYY-MM-DD")
+    export.add_argument("--end", type=parse_date, required=True, help="day after the last, YYYY-MM-DD")
+    export.add_argument("--org", help="organization name or id")
+    export.add_argument("--bot", help="bot name or id")
+    export.add_argument("--status", help="active, resolved or escalated (conversations)")
+    export.add_argument("--search", help="text in the bot name, or the phone's last 4 digits")
+    export.add_argument("--output", default="-", help="file to write (default: stdout)")
+
     live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
     live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
@@ -157,6 +167,25 @@ def cmd_refresh(args) -> int:
             refresh_marts(defs, instance, args.start, args.end)
         except RunFailed as exc:
             raise ConfigError(str(exc)) from exc
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .db import connect
+    from .export import ExportFilters, export_csv
+
+    filters = ExportFilters(args.start, args.end, args.org, args.bot, args.status, args.search)
+    filters.validate(args.kind)
+    settings = Settings.from_env()
+    with connect(settings.warehouse_url, setting="BOTFLOW_WAREHOUSE_URL") as conn:
+        if args.output == "-":
+            rows = export_csv(conn, args.kind, filters, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            with open(args.output, "wb") as out:
+                rows = export_csv(conn, args.kind, filters, out)
+    print(f"exported {rows} rows of {args.kind}" + ("" if args.output == "-" else f" to {args.output}"),
+          file=sys.stderr)
     return 0
 
 
@@ -278,7 +307,7 @@ def cmd_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh,
+COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh, "export": cmd_export,
             "live": cmd_live, "ui": cmd_ui}
 
 if __name__ == "__main__":

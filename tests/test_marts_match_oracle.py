@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import oracle
@@ -147,3 +148,44 @@ def test_sql_functions_are_exact_over_ranges(built):
     assert usage[1] == len({m["bot_id"] for m in org_msgs})
     assert usage[2] == sum(m["direction"] == "outbound" for m in org_msgs)
 
+
+
+def test_export_round_trips_through_csv_with_the_marts_values(built, tmp_path):
+    import csv
+
+    from dagster_project.export import ExportFilters, export_csv
+
+    scenario, *_ = built
+    out = tmp_path / "conversations.csv"
+    with scenario.warehouse() as conn, out.open("wb") as f:
+        rows = export_csv(conn, "conversations", ExportFilters(date(2026, 3, 1), date(2026, 3, 5)), f)
+    with out.open(newline="", encoding="utf-8") as f:
+        exported = list(csv.DictReader(f))
+    marts = mart_rows(scenario.warehouse_url, "marts.conversation_metrics")
+    assert rows == len(exported) == len(marts)
+    for row in exported:
+        mart = marts[uuid.UUID(row["conversation_id"])]
+        for column in ("total_messages", "p95_response_time_ms", "estimated_cost_usd", "resolution_status",
+                       "customer_satisfaction", "duration_seconds"):
+            expected = "" if mart[column] is None else str(mart[column])
+            assert row[column] == expected, (column, row[column], expected)
+        assert row["customer_phone"].startswith("***") and len(row["customer_phone"]) == 7
+
+
+def test_export_filters_are_parameters_and_bad_ones_are_named(built, capsys, tmp_path):
+    from dagster_project.cli import main
+
+    scenario, *_ = built
+    scenario.activate()
+    hostile = "x'); drop table marts.conversation_metrics; --"
+    out = tmp_path / "hostile.csv"
+    assert main(["export", "conversations", "--start", "2026-03-01", "--end", "2026-03-05", "--search", hostile,
+                 "--output", str(out)]) == 0
+    assert out.read_text().count("\n") == 1  # the header: no bot is called that
+    assert mart_rows(scenario.warehouse_url, "marts.conversation_metrics")  # the table is still there
+    assert main(["export", "conversations", "--start", "2026-03-01", "--end", "2026-03-05", "--status",
+                 "lost"]) == 2
+    assert "--status 'lost' is not one of active, resolved, escalated" in capsys.readouterr().err
+    assert main(["export", "bot-performance", "--start", "2026-03-01", "--end", "2026-03-05", "--bot",
+                 "Nobody"]) == 2
+    assert "--bot 'Nobody' matches no bot" in capsys.readouterr().err
