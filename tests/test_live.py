@@ -88,6 +88,13 @@ def test_live_tables_match_a_computation_over_the_source_window(live, dagster_in
                              "outcome, updated_at) values (gen_random_uuid(), %s, %s, %s, %s, %s, %s)",
                              (conv, direction, now - timedelta(minutes=ago), rt, outcome, now))
         conn.commit()
+    # older hours come from the hourly partitions (the live run itself loads only the last two hours)
+    from dagster_project.ingest.loader import load_window
+
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    with scenario.source() as src, scenario.warehouse() as wh:
+        load_window(src, wh, source_schema="public", window_start=hour - timedelta(hours=3), window_end=hour,
+                    run_id="hourly", phone_hash_key="k", now=now)
     run_job(dagster_instance, "live_job", defs=defs)
 
     metrics = {r["organization_id"]: r for r in fetch_table(scenario.warehouse_url, "live.organization_metrics",
