@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--search", help="text in the bot name, or the phone's last 4 digits")
     export.add_argument("--output", default="-", help="file to write (default: stdout)")
 
+    report = sub.add_parser("report", help="render the daily or weekly stakeholder report (HTML + PDF) and e-mail it")
+    report.add_argument("kind", choices=["daily", "weekly"])
+    report.add_argument("--date", type=parse_date, required=True,
+                        help="the UTC day (daily), or any day of the ISO week (weekly), YYYY-MM-DD")
+    report.add_argument("--no-deliver", action="store_true", help="render only; do not e-mail")
+
     live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
     live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
@@ -189,6 +195,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    settings = _settings()
+    _check_databases(settings)
+    _report(settings, args.kind, args.date, deliver=not args.no_deliver)
+    return 0
+
+
+def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
+    import dagster as dg
+
+    from .definitions import defs
+    from .reports.build import period_folder
+    from .reports.periods import Period
+    from .runner import RunFailed, run_report
+
+    with dg.DagsterInstance.get() as instance:
+        try:
+            run_report(defs, instance, kind, day, deliver=deliver)
+        except RunFailed as exc:
+            raise ConfigError(str(exc)) from exc
+    start = day if kind == "daily" else day - timedelta(days=day.isoweekday() - 1)
+    print(f"reports: {period_folder(Period(kind, start))}/ (platform.html, platform.pdf, one pair per organization)")
+
+
 def cmd_demo(args) -> int:
     settings = _settings()
     today = datetime.now(UTC).date()
@@ -198,6 +228,7 @@ def cmd_demo(args) -> int:
     _simulate(settings, start, args.days, args.seed, args.conversations_per_day)
     _run(settings, start, today)
     print_marts(settings, start, today)
+    _report(settings, "daily", today - timedelta(days=1), deliver=True)
     return 0
 
 
@@ -308,7 +339,7 @@ def cmd_ui(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh, "export": cmd_export,
-            "live": cmd_live, "ui": cmd_ui}
+            "report": cmd_report, "live": cmd_live, "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,7 @@ from dagster_dbt import DbtCliResource
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
+from .assets.reports import REPORT_ASSETS
 from .change_capture import change_capture_sensor
 from .dbt_project import dbt_project
 from .freshness import FRESHNESS_CHECKS, freshness_checks_sensor
@@ -24,7 +25,7 @@ from .settings import Settings
 Settings.from_env().export()
 
 defs = dg.Definitions(
-    assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily],
+    assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily, *REPORT_ASSETS],
     asset_checks=[*GX_CHECKS, *FRESHNESS_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,

@@ -6,6 +6,7 @@ import dagster as dg
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
+from .assets.reports import daily_report, daily_report_delivery, weekly_report, weekly_report_delivery
 from .freshness import FRESHNESS_CHECKS
 
 # freshness checks run on their own sensor's schedule, not inside every partition run
@@ -31,4 +32,14 @@ freshness_job = dg.define_asset_job(
     selection=FRESHNESS_SELECTION,
     description="Evaluate the marts' freshness checks now (the freshness sensor also runs them).",
 )
-JOBS = [views_job, hourly_job, daily_job, freshness_job]
+daily_report_job = dg.define_asset_job(
+    "daily_report_job",
+    selection=dg.AssetSelection.assets(daily_report, daily_report_delivery),
+    description="Render the daily report of a UTC day (platform + each organization), then e-mail it once.",
+)
+weekly_report_job = dg.define_asset_job(
+    "weekly_report_job",
+    selection=dg.AssetSelection.assets(weekly_report, weekly_report_delivery),
+    description="Render the weekly report of an ISO week (platform + each organization), then e-mail it once.",
+)
+JOBS = [views_job, hourly_job, daily_job, freshness_job, daily_report_job, weekly_report_job]

@@ -20,3 +20,7 @@ ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
+
+# e-mail delivery: 4 attempts, waiting 30 s, 60 s, 120 s (a mail server restart, a rate limit)
+DELIVERY_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL)
+POOL_REPORTS = "botflow_reports"

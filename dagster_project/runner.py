@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -122,3 +122,28 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
             cause = error.cause.message if error.cause else error.message
             return f"step {event.step_key}: {cause.strip()[:2000]}"
     return "see the run in the Dagster UI"
+
+
+def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, kind: str, day: date, *,
+               deliver: bool = True, progress: Callable[[str], None] = print) -> StepResult:
+    """Render (and e-mail) the daily report of `day`, or the weekly report of the ISO week holding it."""
+    from .reports.periods import Period
+
+    start = day if kind == "daily" else day - timedelta(days=day.isoweekday() - 1)
+    period = Period(kind, start)  # type: ignore[arg-type]
+    job = defs.resolve_job_def(f"{kind}_report_job")
+    if period.start.isoformat() not in job.partitions_def.get_partition_keys():
+        raise ValueError(f"no {kind} report partition {period.start} yet: the {kind} period must be over "
+                         f"and start after BOTFLOW_PARTITIONS_START")
+    selection = [dg.AssetKey(["reports", f"{kind}_report"])]
+    if deliver:
+        selection.append(dg.AssetKey(["reports", f"{kind}_report_delivery"]))
+    progress(f"{kind} report {period.slug} ...")
+    began = time.monotonic()
+    result = job.execute_in_process(instance=instance, partition_key=period.start.isoformat(),
+                                    asset_selection=selection, run_config=QUIET_LOGS, raise_on_error=False)
+    seconds = time.monotonic() - began
+    if not result.success:
+        raise RunFailed(f"{kind}_report_job failed for {period.slug}: {_first_failure(result)}")
+    progress(f"{kind} report {period.slug}: done in {seconds:.1f}s (run {result.run_id[:8]})")
+    return StepResult(job.name, result.run_id, seconds, True)

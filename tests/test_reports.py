@@ -1,0 +1,336 @@
+"""Stakeholder reports end to end: simulate, build through Dagster, render, e-mail to a real SMTP server.
+
+Every KPI is compared with the pandas oracle over the same source rows (tests/oracle.py), for the
+platform and for one organization, for a day and for an ISO week.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from email import message_from_bytes, policy
+from fractions import Fraction
+from pathlib import Path
+
+import dagster as dg
+import oracle
+import pytest
+from conftest import build_window, lenient_quality_limits, module_scenario, run_job
+
+from dagster_project.reports.periods import Period
+from dagster_project.simulate import simulate
+
+START = date(2026, 11, 8)  # a Sunday: the week of Monday 2026-11-09 is complete, with the day before it
+DAYS = 8
+DAY = "2026-11-10"
+WEEK = "2026-11-09"
+EMPTY_WEEK = "2026-10-05"  # no data, no mart partitions built
+DAILY_REPORT = ["reports", "daily_report"]
+
+
+@pytest.fixture(scope="module")
+def built(dagster_instance, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reports")
+    env = {"BOTFLOW_REPORTS_DIR": str(folder / "out"), "BOTFLOW_REPORT_WAIT_MINUTES": "0",
+           "BOTFLOW_REPORT_RECIPIENTS": str(folder / "none.toml")}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    with module_scenario("reports") as (scenario,):
+        with scenario.source() as conn:
+            simulate(conn, "public", START, DAYS, seed=11, conversations_per_day=60)
+        with lenient_quality_limits():  # few rows per hour: the simulator's bad rows exceed the share limits
+            build_window(dagster_instance, START, START + timedelta(days=DAYS))
+        src = oracle.read_source(scenario.source_url)
+        valid = oracle.validate(src, datetime.now(UTC))
+        yield scenario, src, valid, Path(env["BOTFLOW_REPORTS_DIR"])
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+# -- the independent computation -----------------------------------------------------------------
+def expected_kpis(src, valid, lo: datetime, hi: datetime, org) -> dict:
+    window = oracle.Window(datetime(START.year, START.month, START.day, tzinfo=UTC),
+                           datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(days=DAYS))
+    messages, conversations = oracle.in_scope(valid, window)
+
+    def mine(row) -> bool:
+        return org is None or row["organization_id"] == org
+
+    msgs = [m for m in messages if lo <= m["created_at"] < hi and mine(m)]
+    replies = [m for m in msgs if m["direction"] == "outbound"]
+    times = [m["response_time"] for m in replies if m["response_time"] is not None]
+    with_outcome = [m for m in replies if m["outcome"] is not None]
+    convs = [c for c in conversations.values() if mine(c)]
+    started = [c for c in convs if lo <= c["started_at"] < hi]
+    ended = [c for c in convs if c["ended_at"] is not None and lo <= c["ended_at"] < hi]
+    rated = [c["customer_satisfaction"] for c in ended if c["customer_satisfaction"] is not None]
+    usage = [u for u in oracle.usage_analytics(valid, window, oracle.phone_map(src)).values()
+             if lo <= u["hour"] < hi and mine(u)]
+    handoffs = sum(c["handoff_at"] is not None or c["status"] == "escalated" for c in started)
+
+    def text(value):
+        return None if value is None else str(value)
+
+    return {
+        "conversations": len(started),
+        "messages": len(msgs),
+        "avg_response_time_ms": oracle.avg_ms(times),
+        "p50_response_time_ms": oracle.percentile_ms(times, 0.5),
+        "p95_response_time_ms": oracle.percentile_ms(times, 0.95),
+        "success_rate": text(oracle.rate(sum(m["outcome"] == "success" for m in with_outcome), len(with_outcome))),
+        "handoff_rate": text(oracle.rate(handoffs, len(started))),
+        "csat": text(None if not rated else oracle.half_up(Fraction(sum(rated), len(rated)), 2)),
+        "tokens": sum(u["tokens_used"] for u in usage),
+        "cost_usd": text(oracle.half_up(sum(u["estimated_cost_usd"] for u in usage), 2)),
+    }
+
+
+def report_data(html: Path) -> dict:
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html.read_text(), re.S)
+    assert match, f"{html} has no embedded report data"
+    return json.loads(match.group(1))
+
+
+def bounds(start: str, days: int) -> tuple[datetime, datetime]:
+    lo = datetime.fromisoformat(start).replace(tzinfo=UTC)
+    return lo, lo + timedelta(days=days)
+
+
+def render(instance, kind: str, key: str):
+    return run_job(instance, f"{kind}_report_job", partition_key=key,
+                   asset_selection=[dg.AssetKey(["reports", f"{kind}_report"])])
+
+
+def first_org(src) -> tuple[uuid.UUID, str]:
+    org = src["organizations"].sort_values("name").iloc[0]
+    return org["id"], org["name"]
+
+
+# -- the tests -----------------------------------------------------------------------------------
+def test_daily_report_numbers_equal_the_oracle_for_platform_and_organization(built, dagster_instance):
+    scenario, src, valid, out = built
+    render(dagster_instance, "daily", DAY)
+    folder = out / "daily" / DAY
+    manifest = json.loads((folder / "manifest.json").read_text())
+    org_id, org_name = first_org(src)
+    assert [e["scope"] for e in manifest][0] == "platform"
+    assert len(manifest) == 1 + len(src["organizations"])
+    org_entry = next(e for e in manifest if e["organization_id"] == str(org_id))
+    for html, org in ((folder / "platform.html", None), (folder / org_entry["html"], org_id)):
+        data = report_data(html)
+        lo, hi = bounds(DAY, 1)
+        assert data["kpis"] == expected_kpis(src, valid, lo, hi, org), html.name
+        assert data["previous_kpis"] == expected_kpis(src, valid, lo - timedelta(days=1), lo, org), html.name
+        assert data["kpis"]["conversations"] > 0 and data["kpis"]["p95_response_time_ms"] is not None
+        assert data["stale_marts"] == []
+        assert len(data["series"]) == 24
+        # what a reader sees is the same number
+        text = html.read_text()
+        assert f'data-kpi="conversations"><div class="name">Conversations</div>\n    <div class="value">' \
+               f'{data["kpis"]["conversations"]:,}</div>' in text
+    assert org_name in (folder / org_entry["html"]).read_text()
+
+
+def test_daily_report_series_and_bot_rankings_come_from_the_reply_facts(built, dagster_instance):
+    scenario, src, valid, out = built
+    data = report_data(out / "daily" / DAY / "platform.html")
+    lo, hi = bounds(DAY, 1)
+    with scenario.warehouse() as conn:
+        per_hour = dict(conn.execute(
+            "select date_trunc('hour', created_at, 'UTC'), count(*) filter (where direction = 'inbound') "
+            "from intermediate.int_messages where created_at >= %s and created_at < %s group by 1",
+            (lo, hi)).fetchall())
+    assert {datetime.fromisoformat(r["bucket"]): r["inbound"] for r in data["series"] if r["inbound"]} == per_hour
+    ranked = data["bots_by_p95"]
+    assert [b["rank"] for b in ranked].count("best") >= 1
+    p95s = [b["p95_response_time_ms"] for b in ranked]
+    assert p95s == sorted(p95s)
+    bot_names = dict(zip(src["bots"]["id"].astype(str), src["bots"]["name"], strict=True))
+    window = oracle.Window(lo, hi)
+    messages, _ = oracle.in_scope(valid, oracle.Window(*bounds(START.isoformat(), DAYS)))
+    for bot in ranked:
+        times = [m["response_time"] for m in messages if str(m["bot_id"]) == bot["bot_id"]
+                 and window.contains(m["created_at"]) and m["response_time"] is not None]
+        assert bot["p95_response_time_ms"] == oracle.percentile_ms(times, 0.95)
+        assert bot["bot_name"] == bot_names[bot["bot_id"]]
+
+
+def test_weekly_report_covers_exactly_seven_days(built, dagster_instance):
+    scenario, src, valid, out = built
+    render(dagster_instance, "weekly", WEEK)
+    folder = out / "weekly" / "2026-W46"
+    data = report_data(folder / "platform.html")
+    lo, hi = bounds(WEEK, 7)
+    assert (data["period_start"], data["period_end"]) == ("2026-11-09", "2026-11-16")
+    assert [r["bucket"][:10] for r in data["series"]] == [(lo + timedelta(days=i)).date().isoformat() for i in range(7)]
+    assert data["kpis"] == expected_kpis(src, valid, lo, hi, None)
+    assert data["stale_marts"] == []
+
+
+def test_report_with_marts_not_built_says_so(built, dagster_instance):
+    _, _, _, out = built
+    render(dagster_instance, "weekly", EMPTY_WEEK)
+    html = (out / "weekly" / "2026-W41" / "platform.html").read_text()
+    assert 'id="stale-warning"' in html and "Numbers may be incomplete" in html
+    assert "usage_analytics (168 of 168 hours missing)" in html
+
+
+def test_pdf_renders_to_a_non_blank_page(built, tmp_path):
+    _, _, _, out = built
+    pdf = out / "daily" / DAY / "platform.pdf"
+    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+                   check=True)
+    assert _ink_share(next(tmp_path.glob("page*.png"))) > 0.02
+
+
+def _ink_share(png: Path) -> float:
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)[..., :3]
+    return float((pixels.mean(axis=2) < 0.9).mean())
+
+
+# -- e-mail ----------------------------------------------------------------------------------------
+class Inbox:
+    """An aiosmtpd handler that refuses the first `refuse` messages (a transient 451), keeps the rest."""
+
+    def __init__(self, refuse: int = 0):
+        self.refuse = refuse
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.refuse:
+            self.refuse -= 1
+            return "451 4.3.0 mailbox busy, try again later"
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server(monkeypatch, tmp_path, built):
+    from aiosmtpd.controller import Controller
+
+    _, src, _, _ = built
+    org_id, org_name = first_org(src)
+    recipients = tmp_path / "recipients.toml"
+    recipients.write_text(f'platform = ["ops@botflow.example", "cfo@botflow.example"]\n\n[organizations]\n'
+                          f'"{org_name}" = ["owner@org.example"]\n')
+    inbox = Inbox(refuse=1)
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("BOTFLOW_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("BOTFLOW_SMTP_PORT", str(port))
+    monkeypatch.setenv("BOTFLOW_SMTP_SECURITY", "none")
+    monkeypatch.setenv("BOTFLOW_REPORT_RECIPIENTS", str(recipients))
+    yield inbox, org_name
+    controller.stop()
+
+
+def test_report_is_emailed_once_with_a_readable_pdf_after_a_retry(built, dagster_instance, smtp_server, tmp_path):
+    import dagster as dg
+
+    inbox, org_name = smtp_server
+    result = run_job(dagster_instance, "daily_report_job", partition_key=DAY)
+    # the first attempt met a 451: the delivery step failed, was retried, then delivered
+    retried = [e for e in result.all_events if e.is_step_up_for_retry]
+    assert len(retried) == 1 and retried[0].step_key.endswith("daily_report_delivery")
+    assert sorted(tuple(m.rcpt_tos) for m in inbox.messages) == [
+        ("ops@botflow.example", "cfo@botflow.example"), ("owner@org.example",)]
+    platform = next(message_from_bytes(m.original_content, policy=policy.default) for m in inbox.messages
+                    if "ops@botflow.example" in m.rcpt_tos)
+    assert platform["Subject"].startswith("BotFlow daily report: All organizations")
+    attachment = next(part for part in platform.iter_attachments() if part.get_content_type() == "application/pdf")
+    (tmp_path / "mailed.pdf").write_bytes(attachment.get_content())
+    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(tmp_path / "mailed.pdf"),
+                    str(tmp_path / "mailed")], check=True)
+    assert _ink_share(next(tmp_path.glob("mailed*.png"))) > 0.02
+    html = platform.get_body(preferencelist=("html",)).get_content()
+    assert 'id="report-data"' in html
+
+    # a second run (a re-materialization, a backfill) sends nothing again
+    again = run_job(dagster_instance, "daily_report_job", partition_key=DAY)
+    assert len(inbox.messages) == 2
+    delivery = again.asset_materializations_for_node("reports__daily_report_delivery")[0]
+    assert delivery.metadata["already_sent"] == dg.IntMetadataValue(2)
+
+
+def test_unreachable_smtp_fails_naming_the_settings(built, monkeypatch):
+    from dagster_project.reports.build import deliver_period
+    from dagster_project.reports.delivery import DeliveryError
+
+    scenario, src, _, _ = built
+    recipients = Path(os.environ["BOTFLOW_REPORTS_DIR"]).parent / "ops.toml"
+    recipients.write_text('platform = ["ops@botflow.example"]\n')
+    monkeypatch.setenv("BOTFLOW_REPORT_RECIPIENTS", str(recipients))
+    monkeypatch.setenv("BOTFLOW_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("BOTFLOW_SMTP_PORT", str(free_port()))  # nothing listens
+    monkeypatch.setenv("BOTFLOW_SMTP_SECURITY", "none")
+    with scenario.warehouse() as conn, pytest.raises(DeliveryError, match="BOTFLOW_SMTP_HOST"):
+        deliver_period(conn, Period("weekly", date.fromisoformat(WEEK)), log=lambda _line: None)
+
+
+def test_late_data_is_noted_by_the_next_report(built, dagster_instance):
+    """A conversation arrives late for a day already reported: the next day's report says what changed."""
+    scenario, src, _, out = built
+    day, next_day = "2026-11-13", "2026-11-14"
+    render(dagster_instance, "daily", day)
+    said = report_data(out / "daily" / day / "platform.html")["kpis"]["conversations"]
+    bot = src["bots"].sort_values("name").iloc[0]
+    with scenario.source() as conn:
+        conn.execute(
+            "insert into conversations (id, organization_id, bot_id, customer_phone, status, started_at, ended_at, "
+            "updated_at) values (%s, %s, %s, '+27820000001', 'resolved', '2026-11-13 10:30Z', '2026-11-13 10:40Z', "
+            "now())", (uuid.uuid4(), bot["organization_id"], bot["id"]))
+    run_job(dagster_instance, "hourly_partition_job", partition_key="2026-11-13-10:00")
+    run_job(dagster_instance, "daily_partition_job", partition_key=day)
+    render(dagster_instance, "daily", next_day)
+    data = report_data(out / "daily" / next_day / "platform.html")
+    assert data["previous_kpis"]["conversations"] == said + 1
+    assert len(data["revisions"]) == 1
+    assert f"Conversations {said} -> {said + 1}" in data["revisions"][0]
+    assert f"Conversations {said} -&gt; {said + 1}" in (out / "daily" / next_day / "platform.html").read_text()
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+def test_periods():
+    week = Period("weekly", date(2026, 11, 23))
+    assert (week.slug, week.end, week.previous.start) == ("2026-W48", date(2026, 11, 30), date(2026, 11, 16))
+    day = Period.from_partition_key("daily", "2026-01-01")
+    assert (day.slug, day.previous.start, day.bucket) == ("2026-01-01", date(2025, 12, 31), "hour")
+    with pytest.raises(ValueError, match="Monday"):
+        Period("weekly", date(2026, 11, 24))
+
+
+def test_bad_delivery_settings_name_the_setting(monkeypatch, tmp_path):
+    from dagster_project.reports.delivery import Recipients, SmtpSettings
+    from dagster_project.settings import ConfigError
+
+    monkeypatch.setenv("BOTFLOW_SMTP_HOST", "mail.example")
+    monkeypatch.setenv("BOTFLOW_SMTP_PORT", "25x")
+    with pytest.raises(ConfigError, match="BOTFLOW_SMTP_PORT"):
+        SmtpSettings.from_env()
+    monkeypatch.setenv("BOTFLOW_SMTP_PORT", "465")
+    monkeypatch.setenv("BOTFLOW_SMTP_SECURITY", "tls1.0")
+    with pytest.raises(ConfigError, match="BOTFLOW_SMTP_SECURITY"):
+        SmtpSettings.from_env()
+    bad = tmp_path / "r.toml"
+    bad.write_text('platform = "ops@example.com"\n')
+    with pytest.raises(ConfigError, match="BOTFLOW_REPORT_RECIPIENTS"):
+        Recipients.load(bad)
+    monkeypatch.delenv("BOTFLOW_SMTP_HOST")
+    assert SmtpSettings.from_env() is None  # reports are saved, not sent
