@@ -26,11 +26,16 @@ def test_definitions_load_with_the_expected_assets_and_jobs():
         ("hourly_at_05", datetime(2026, 3, 1, 10, 5, tzinfo=UTC), "2026-03-01-09:00"),
         ("hourly_at_05", datetime(2026, 3, 2, 0, 5, tzinfo=UTC), "2026-03-01-23:00"),
         ("daily_at_0100", datetime(2026, 3, 2, 1, 0, tzinfo=UTC), "2026-03-01"),
+        ("daily_report_at_0700", datetime(2026, 3, 2, 7, 0, tzinfo=UTC), "2026-03-01"),
+        # Monday 2026-03-09 07:00: the ISO week Monday 2026-03-02 .. Sunday 2026-03-08
+        ("weekly_report_monday_0700", datetime(2026, 3, 9, 7, 0, tzinfo=UTC), "2026-03-02"),
     ],
 )
 def test_schedules_target_the_previous_partition(schedule, tick, partition):
     schedule_def = defs.resolve_schedule_def(schedule)
-    assert schedule_def.cron_schedule == {"hourly_at_05": "5 * * * *", "daily_at_0100": "0 1 * * *"}[schedule]
+    assert schedule_def.cron_schedule == {"hourly_at_05": "5 * * * *", "daily_at_0100": "0 1 * * *",
+                                          "daily_report_at_0700": "0 7 * * *",
+                                          "weekly_report_monday_0700": "0 7 * * 1"}[schedule]
     with dg.build_schedule_context(scheduled_execution_time=tick) as context:
         result = schedule_def.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests] == [partition]

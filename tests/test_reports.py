@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
 from fractions import Fraction
@@ -47,7 +48,7 @@ def built(dagster_instance, tmp_path_factory):
             build_window(dagster_instance, START, START + timedelta(days=DAYS))
         src = oracle.read_source(scenario.source_url)
         valid = oracle.validate(src, datetime.now(UTC))
-        yield scenario, src, valid, Path(env["BOTFLOW_REPORTS_DIR"])
+        yield scenario, src, OracleFacts.of(src, valid), Path(env["BOTFLOW_REPORTS_DIR"])
     for key, value in before.items():
         if value is None:
             os.environ.pop(key, None)
@@ -56,10 +57,24 @@ def built(dagster_instance, tmp_path_factory):
 
 
 # -- the independent computation -----------------------------------------------------------------
-def expected_kpis(src, valid, lo: datetime, hi: datetime, org) -> dict:
-    window = oracle.Window(datetime(START.year, START.month, START.day, tzinfo=UTC),
-                           datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(days=DAYS))
-    messages, conversations = oracle.in_scope(valid, window)
+@dataclass
+class OracleFacts:
+    """The oracle's messages (with response times and costs), conversations and usage rows, computed once."""
+
+    messages: list[dict]
+    conversations: dict
+    usage: list[dict]
+
+    @classmethod
+    def of(cls, src, valid) -> OracleFacts:
+        window = oracle.Window(*bounds(START.isoformat(), DAYS))
+        messages, conversations = oracle.in_scope(valid, window)
+        usage = list(oracle.usage_analytics(valid, window, oracle.phone_map(src)).values())
+        return cls(messages, conversations, usage)
+
+
+def expected_kpis(facts: OracleFacts, lo: datetime, hi: datetime, org) -> dict:
+    messages, conversations = facts.messages, facts.conversations
 
     def mine(row) -> bool:
         return org is None or row["organization_id"] == org
@@ -72,8 +87,7 @@ def expected_kpis(src, valid, lo: datetime, hi: datetime, org) -> dict:
     started = [c for c in convs if lo <= c["started_at"] < hi]
     ended = [c for c in convs if c["ended_at"] is not None and lo <= c["ended_at"] < hi]
     rated = [c["customer_satisfaction"] for c in ended if c["customer_satisfaction"] is not None]
-    usage = [u for u in oracle.usage_analytics(valid, window, oracle.phone_map(src)).values()
-             if lo <= u["hour"] < hi and mine(u)]
+    usage = [u for u in facts.usage if lo <= u["hour"] < hi and mine(u)]
     handoffs = sum(c["handoff_at"] is not None or c["status"] == "escalated" for c in started)
 
     def text(value):
@@ -116,7 +130,7 @@ def first_org(src) -> tuple[uuid.UUID, str]:
 
 # -- the tests -----------------------------------------------------------------------------------
 def test_daily_report_numbers_equal_the_oracle_for_platform_and_organization(built, dagster_instance):
-    scenario, src, valid, out = built
+    scenario, src, facts, out = built
     render(dagster_instance, "daily", DAY)
     folder = out / "daily" / DAY
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -127,8 +141,8 @@ def test_daily_report_numbers_equal_the_oracle_for_platform_and_organization(bui
     for html, org in ((folder / "platform.html", None), (folder / org_entry["html"], org_id)):
         data = report_data(html)
         lo, hi = bounds(DAY, 1)
-        assert data["kpis"] == expected_kpis(src, valid, lo, hi, org), html.name
-        assert data["previous_kpis"] == expected_kpis(src, valid, lo - timedelta(days=1), lo, org), html.name
+        assert data["kpis"] == expected_kpis(facts, lo, hi, org), html.name
+        assert data["previous_kpis"] == expected_kpis(facts, lo - timedelta(days=1), lo, org), html.name
         assert data["kpis"]["conversations"] > 0 and data["kpis"]["p95_response_time_ms"] is not None
         assert data["stale_marts"] == []
         assert len(data["series"]) == 24
@@ -140,7 +154,7 @@ def test_daily_report_numbers_equal_the_oracle_for_platform_and_organization(bui
 
 
 def test_daily_report_series_and_bot_rankings_come_from_the_reply_facts(built, dagster_instance):
-    scenario, src, valid, out = built
+    scenario, src, facts, out = built
     data = report_data(out / "daily" / DAY / "platform.html")
     lo, hi = bounds(DAY, 1)
     with scenario.warehouse() as conn:
@@ -155,23 +169,22 @@ def test_daily_report_series_and_bot_rankings_come_from_the_reply_facts(built, d
     assert p95s == sorted(p95s)
     bot_names = dict(zip(src["bots"]["id"].astype(str), src["bots"]["name"], strict=True))
     window = oracle.Window(lo, hi)
-    messages, _ = oracle.in_scope(valid, oracle.Window(*bounds(START.isoformat(), DAYS)))
     for bot in ranked:
-        times = [m["response_time"] for m in messages if str(m["bot_id"]) == bot["bot_id"]
+        times = [m["response_time"] for m in facts.messages if str(m["bot_id"]) == bot["bot_id"]
                  and window.contains(m["created_at"]) and m["response_time"] is not None]
         assert bot["p95_response_time_ms"] == oracle.percentile_ms(times, 0.95)
         assert bot["bot_name"] == bot_names[bot["bot_id"]]
 
 
 def test_weekly_report_covers_exactly_seven_days(built, dagster_instance):
-    scenario, src, valid, out = built
+    scenario, src, facts, out = built
     render(dagster_instance, "weekly", WEEK)
     folder = out / "weekly" / "2026-W46"
     data = report_data(folder / "platform.html")
     lo, hi = bounds(WEEK, 7)
     assert (data["period_start"], data["period_end"]) == ("2026-11-09", "2026-11-16")
     assert [r["bucket"][:10] for r in data["series"]] == [(lo + timedelta(days=i)).date().isoformat() for i in range(7)]
-    assert data["kpis"] == expected_kpis(src, valid, lo, hi, None)
+    assert data["kpis"] == expected_kpis(facts, lo, hi, None)
     assert data["stale_marts"] == []
 
 
