@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the UTC day (daily), or any day of the ISO week (weekly), YYYY-MM-DD")
     report.add_argument("--no-deliver", action="store_true", help="render only; do not e-mail")
 
+    superset = sub.add_parser("superset", help="run Superset locally and provision the BotFlow dashboards")
+    superset_sub = superset.add_subparsers(dest="superset_command", required=True)
+    superset_sub.add_parser("up", help="install (once), initialize and start Superset on 127.0.0.1:8088")
+    superset_sub.add_parser("down", help="stop the Superset started by `up`")
+    superset_sub.add_parser("sync", help="create the read-only role and import the datasets, charts, dashboards")
+    grant = superset_sub.add_parser("grant", help="let a user see one organization's rows on every dashboard")
+    grant.add_argument("--org", required=True, help="organization name or id")
+    grant.add_argument("--user", required=True, help="Superset username (created if new)")
+    grant.add_argument("--password", default=os.environ.get("BOTFLOW_SUPERSET_USER_PASSWORD"),
+                       help="password of a new user (default: $BOTFLOW_SUPERSET_USER_PASSWORD)")
+
     live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
     live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
@@ -219,6 +230,30 @@ def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
     print(f"reports: {period_folder(Period(kind, start))}/ (platform.html, platform.pdf, one pair per organization)")
 
 
+def cmd_superset(args) -> int:
+    from .superset import service
+    from .superset.api import SupersetError
+    from .superset.sync import grant, sync
+
+    settings = _settings()
+    s = service.SupersetSettings.from_env(settings)
+    try:
+        if args.superset_command == "up":
+            service.up(settings)
+            print(f"log in at {s.url} as {s.admin_user} (password: $BOTFLOW_SUPERSET_ADMIN_PASSWORD, "
+                  f"else {s.home / 'secrets.json'})")
+        elif args.superset_command == "down":
+            print("Superset stopped" if service.stop(s) else "Superset was not running (no pid file)")
+        elif args.superset_command == "sync":
+            sync(s, settings.warehouse_url)
+            print(f"dashboards: {s.url}/dashboard/bot-performance/, /dashboard/usage/, /dashboard/live/")
+        else:
+            grant(s, settings.warehouse_url, args.org, args.user, args.password)
+    except SupersetError as exc:
+        raise ConfigError(str(exc)) from exc
+    return 0
+
+
 def cmd_demo(args) -> int:
     settings = _settings()
     today = datetime.now(UTC).date()
@@ -339,7 +374,7 @@ def cmd_ui(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh, "export": cmd_export,
-            "report": cmd_report, "live": cmd_live, "ui": cmd_ui}
+            "report": cmd_report, "superset": cmd_superset, "live": cmd_live, "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

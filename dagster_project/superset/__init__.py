@@ -1,0 +1,1 @@
+"""Superset: a local service, dashboards as code, read-only access and row-level security."""
