@@ -61,8 +61,8 @@ class SupersetApi:
                 return rows
             page += 1
 
-    def import_bundle(self, bundle: bytes, passwords: dict[str, str]) -> None:
-        """POST /api/v1/dashboard/import/ with overwrite: creates or updates by uuid."""
-        self.request("POST", "/api/v1/dashboard/import/",
+    def import_bundle(self, kind: str, bundle: bytes, passwords: dict[str, str]) -> None:
+        """POST /api/v1/<kind>/import/ with overwrite: creates or updates the bundle's <kind> objects by uuid."""
+        self.request("POST", f"/api/v1/{kind}/import/",
                      files={"formData": ("botflow.zip", bundle, "application/zip")},
                      data={"overwrite": "true", "passwords": json.dumps(passwords)})

@@ -196,12 +196,18 @@ def _dashboard(slug: str, spec: dict, charts: dict, chart_numbers: dict[str, int
             "uuid": stable_uuid("dashboard", slug), "version": "1.0.0"}
 
 
-def render_bundle(conn: psycopg.Connection, database_uri: str, spec: dict | None = None) -> bytes:
-    """The import ZIP for POST /api/v1/dashboard/import/ (the database password masked, passed apart)."""
+# Superset's importers overwrite only their own kind (a dashboard import never updates its charts),
+# so sync imports the same files four times, each as one kind, in dependency order.
+IMPORT_ORDER = {"database": "Database", "dataset": "SqlaTable", "chart": "Slice", "dashboard": "Dashboard"}
+
+
+def render_bundle(conn: psycopg.Connection, database_uri: str, spec: dict | None = None,
+                  kind: str = "dashboard") -> bytes:
+    """The import ZIP for POST /api/v1/<kind>/import/ (the database password masked, passed apart)."""
     spec = spec or load_spec()
     docs = dbt_column_docs()
     files: dict[str, dict] = {
-        "metadata.yaml": {"version": "1.0.0", "type": "Dashboard",
+        "metadata.yaml": {"version": "1.0.0", "type": IMPORT_ORDER[kind],
                           "timestamp": datetime.now(UTC).isoformat(timespec="seconds")},
         "databases/BotFlow_warehouse.yaml": _database(database_uri),
     }

@@ -20,7 +20,7 @@ from psycopg import conninfo, sql
 
 from ..live.refresh import ensure_live_schema
 from .api import SupersetApi, SupersetError
-from .bundle import DATABASE_NAME, load_spec, render_bundle
+from .bundle import DATABASE_NAME, IMPORT_ORDER, load_spec, render_bundle
 from .service import SupersetSettings, _psycopg2_url
 
 READER_ROLE = "botflow_superset_reader"
@@ -72,14 +72,19 @@ def sync(s: SupersetSettings, warehouse_url: str, progress: Callable[[str], None
         conn.commit()
         if conn.execute("select to_regclass('marts.dim_bots')").fetchone()[0] is None:
             raise SupersetError("marts.dim_bots is missing: build the warehouse first (botflow run / demo)")
-        bundle = render_bundle(conn, reader_uri(warehouse_url, None), spec)
+        bundles = {kind: render_bundle(conn, reader_uri(warehouse_url, None), spec, kind) for kind in IMPORT_ORDER}
     api = SupersetApi(s.url, s.admin_user, s.admin_password)
-    api.import_bundle(bundle, {"databases/BotFlow_warehouse.yaml": s.reader_password})
+    import_bundles(api, bundles, s.reader_password)
     progress(f"imported {len(spec['datasets'])} datasets, {len(spec['charts'])} charts, "
              f"{len(spec['dashboards'])} dashboards into {s.url}")
     ensure_analyst_role(api)
     ensure_base_filter(api)
     return SyncResult(len(spec["datasets"]), len(spec["charts"]), len(spec["dashboards"]))
+
+
+def import_bundles(api: SupersetApi, bundles: dict[str, bytes], reader_password: str) -> None:
+    for kind in IMPORT_ORDER:  # database, datasets, charts, dashboards: each overwritten by its own importer
+        api.import_bundle(kind, bundles[kind], {"databases/BotFlow_warehouse.yaml": reader_password})
 
 
 # -- roles, users and row-level security ---------------------------------------------------------

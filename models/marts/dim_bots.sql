@@ -1,4 +1,4 @@
-{{ config(materialized='table', tags=['views']) }}
+{{ config(materialized='view', tags=['views']) }}
 {# Names for the marts' ids, so that dashboards can filter and group by bot and organization without
    reading staging (Superset's role reads only the marts and live schemas). #}
 select b.bot_id, b.bot_name, b.llm_model, b.organization_id, o.organization_name

@@ -1,3 +1,3 @@
-{{ config(materialized='table', tags=['views']) }}
+{{ config(materialized='view', tags=['views']) }}
 select organization_id, organization_name, timezone
 from {{ ref('stg_botflow__organizations') }}
