@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint ui live bench-live clean
+.PHONY: install demo test lint ui live bench bench-live clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -31,6 +31,10 @@ ui: install
 
 live: install
 	$(BIN)/botflow live
+
+SCALE ?= small
+bench: install   # make bench SCALE=small (~1M messages, minutes) | SCALE=full (~10M messages)
+	$(BIN)/python bench/backfill.py --scale $(SCALE)
 
 bench-live: install
 	$(BIN)/python bench/live_lag.py --minutes 3 --rate 2

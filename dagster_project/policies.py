@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 # 3 attempts in all (2 retries), waiting 10 s then 20 s
@@ -21,6 +23,8 @@ ACTIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
 ]
 
-# e-mail delivery: 4 attempts, waiting 30 s, 60 s, 120 s (a mail server restart, a rate limit)
-DELIVERY_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL)
+# e-mail delivery: 4 attempts, waiting 30 s, 60 s, 120 s (a mail server restart, a rate limit);
+# BOTFLOW_DELIVERY_RETRY_SECONDS sets the first wait (the tests use 1 s)
+DELIVERY_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=float(os.environ.get("BOTFLOW_DELIVERY_RETRY_SECONDS", "30")), backoff=dg.Backoff.EXPONENTIAL)
 POOL_REPORTS = "botflow_reports"

@@ -18,6 +18,8 @@ import psycopg
 import pytest
 
 RUN_TAG = uuid.uuid4().hex[:8]
+# read when the code location is imported: a failed e-mail delivery is retried after 1 s, not 30 s
+os.environ.setdefault("BOTFLOW_DELIVERY_RETRY_SECONDS", "1")
 
 
 def _admin_url() -> str:

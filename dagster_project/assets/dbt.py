@@ -5,9 +5,11 @@ dbt invocation whose window vars cover the whole range.
 """
 
 
-import json
+import os
 import shutil
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -69,19 +71,52 @@ class BotflowDbtTranslator(DagsterDbtTranslator):
 TRANSLATOR = BotflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
 
 
-def dbt_window_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """The partition (range) window as the dbt vars the incremental models read."""
+WINDOW_ENV = ("BOTFLOW_WINDOW_START", "BOTFLOW_WINDOW_END")
+
+
+def dbt_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """The partition (range) window as the environment variables the incremental models read."""
     window = context.partition_time_window
-    return {"window_start": window.start.isoformat(), "window_end": window.end.isoformat()}
+    return dict(zip(WINDOW_ENV, (window.start.isoformat(), window.end.isoformat()), strict=True))
 
 
-def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str]) -> Iterator[Any]:
-    """`dbt build` with the given args; the per-run target folder is removed afterwards."""
-    invocation = dbt.cli(["build", *args, "--exclude", "test_type:unit"], context=context)
+@contextmanager
+def window_environment(window: dict[str, str]) -> Iterator[None]:
+    """Set the window for the dbt subprocess (unset: all of history), and restore the environment."""
+    before = {name: os.environ.pop(name, None) for name in WINDOW_ENV}
+    os.environ.update(window)
     try:
-        yield from invocation.stream()
+        yield
     finally:
-        shutil.rmtree(invocation.target_path, ignore_errors=True)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str],
+            window: dict[str, str] | None = None) -> Iterator[Any]:
+    """`dbt build` over `window`; the per-run target folder is removed afterwards, its partial-parse
+    state kept in the project's target folder so that the next invocation parses only what changed."""
+    with window_environment(window or {}):
+        invocation = dbt.cli(["build", *args, "--exclude", "test_type:unit"], context=context)
+        try:
+            yield from invocation.stream()
+        finally:
+            keep_partial_parse(Path(invocation.target_path))
+            shutil.rmtree(invocation.target_path, ignore_errors=True)
+
+
+def keep_partial_parse(target_path: Path) -> None:
+    """Copy the invocation's partial_parse.msgpack to the project's target folder (atomically)."""
+    state = target_path / "partial_parse.msgpack"
+    if state.exists():
+        shared = Path(dbt_project.project_dir) / "target"
+        shared.mkdir(exist_ok=True)
+        tmp = shared / f".partial_parse.{os.getpid()}.tmp"
+        shutil.copyfile(state, tmp)
+        tmp.replace(shared / "partial_parse.msgpack")
 
 
 @dbt_assets(
@@ -106,10 +141,8 @@ class DbtBuildConfig(dg.Config):
     full_refresh: bool = False  # rebuild the whole table from all of raw (e.g. after a price-list change)
 
 
-def dbt_build_args(context: dg.AssetExecutionContext, config: DbtBuildConfig) -> list[str]:
-    if config.full_refresh:  # no window vars: the models' window is all of history
-        return ["--full-refresh"]
-    return ["--vars", json.dumps(dbt_window_vars(context))]
+def dbt_build_args(config: DbtBuildConfig) -> list[str]:
+    return ["--full-refresh"] if config.full_refresh else []
 
 
 def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, description: str):
@@ -127,7 +160,8 @@ def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, de
         pool=pool,
     )
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
-        yield from run_dbt(context, dbt, dbt_build_args(context, config))
+        window = {} if config.full_refresh else dbt_window_env(context)  # no window: all of history
+        yield from run_dbt(context, dbt, dbt_build_args(config), window)
 
     _models.__doc__ = description
     return _models

@@ -1,10 +1,13 @@
-{# The partition window [window_start, window_end) that Dagster passes as vars. #}
+{# The partition window [window_start, window_end) that Dagster passes as the environment variables
+   BOTFLOW_WINDOW_START / BOTFLOW_WINDOW_END; unset (full refresh, dbt by hand): all of history.
+   Environment variables, not --vars: a change of --vars makes dbt re-parse the whole project on
+   every invocation, while a changed env_var re-parses only the files that read it. #}
 {% macro window_start() -%}
-  '{{ var("window_start") }}'::timestamptz
+  '{{ env_var('BOTFLOW_WINDOW_START', '1970-01-01 00:00:00+00') }}'::timestamptz
 {%- endmacro %}
 
 {% macro window_end() -%}
-  '{{ var("window_end") }}'::timestamptz
+  '{{ env_var('BOTFLOW_WINDOW_END', '2999-01-01 00:00:00+00') }}'::timestamptz
 {%- endmacro %}
 
 {% macro in_window(column, lo=none, hi=none) -%}
