@@ -76,6 +76,7 @@ create table if not exists {s}.api_events (
 create index if not exists messages_created_at_idx on {s}.messages (created_at);
 create index if not exists messages_updated_at_idx on {s}.messages (updated_at);
 create index if not exists conversations_updated_at_idx on {s}.conversations (updated_at);
+create index if not exists conversations_started_at_idx on {s}.conversations (started_at);
 create index if not exists api_events_occurred_at_idx on {s}.api_events (occurred_at);
 """
 

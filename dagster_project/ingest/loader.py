@@ -58,7 +58,14 @@ def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, ph
         "land_organizations": "select id, name, timezone, created_at::text from {s}.organizations",
         "land_bots": "select id, organization_id, name, llm_model, created_at::text, updated_at::text "
         "from {s}.bots",
+        # the window's conversations, those swept up, and those its messages belong to: a union of
+        # ids joined back (an OR with an IN-subquery can make PostgreSQL probe the subquery per row)
         "land_conversations": """
+            with wanted as (
+              select id from {s}.conversations where started_at >= {lo} and started_at < {hi}
+              union select id from {s}.conversations where started_at is null or started_at > {future}
+              union select m.conversation_id from {s}.messages m where """ + message_window + """
+            )
             select c.id, c.organization_id, c.bot_id,
               encode(sha256(convert_to({key} || ':' || c.customer_phone, 'UTF8')), 'hex'),
               right(c.customer_phone, 4), c.status, c.started_at::text, c.ended_at::text,
@@ -66,10 +73,7 @@ def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, ph
               case when c.started_at >= {lo} and c.started_at < {hi} then 'own'
                    when c.started_at is null or c.started_at > {future} then 'swept'
                    else 'ref' end
-            from {s}.conversations c
-            where (c.started_at >= {lo} and c.started_at < {hi})
-               or c.started_at is null or c.started_at > {future}
-               or c.id in (select m.conversation_id from {s}.messages m where """ + message_window + ")",
+            from {s}.conversations c join wanted w on w.id = c.id""",
         "land_messages": "select m.id, m.conversation_id, m.direction, m.created_at::text, m.response_time_ms, "
         "m.outcome, m.knowledge_base_hit, m.llm_model, m.prompt_tokens, m.completion_tokens, "
         "m.updated_at::text from {s}.messages m where " + message_window,
