@@ -26,8 +26,8 @@ from conftest import build_window, lenient_quality_limits, module_scenario, run_
 from dagster_project.reports.periods import Period
 from dagster_project.simulate import simulate
 
-START = date(2026, 11, 8)  # a Sunday: the week of Monday 2026-11-09 is complete, with the day before it
-DAYS = 8
+START = date(2026, 11, 9)  # a Monday: the ISO week 2026-11-09 .. 2026-11-15, every day of it built
+DAYS = 7
 DAY = "2026-11-10"
 WEEK = "2026-11-09"
 EMPTY_WEEK = "2026-10-05"  # no data, no mart partitions built

@@ -32,7 +32,7 @@ from dagster_project.superset.bundle import IMPORT_ORDER, load_spec, render_bund
 from dagster_project.superset.sync import READER_ROLE, grant, import_bundles, reader_uri, sync
 
 ARTIFACTS = REPO / "test-artifacts" / "superset"
-DAYS = 3
+DAYS = 2
 
 
 def free_port() -> int:
@@ -247,7 +247,7 @@ def test_every_chart_shows_what_the_marts_hold(superset):
             got_rows = [{c: r[c] for c in chart["columns"]} for r in got_rows]
         assert got_rows == want_rows, name
         compared += len(want_rows)
-    assert compared > 300  # hourly series, per-bot tables, live tables: real numbers, not empty charts
+    assert compared > 200  # hourly series, per-bot tables, live tables: real numbers, not empty charts
     live = frames["live_metrics"]
     assert len(live) >= 1 and live["messages_last_hour"].sum() > 0
 
