@@ -30,6 +30,8 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from live_lag import admin_url  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 SCALES = {  # days x conversations per day (~8.8 messages per conversation: ~330k messages per day)
     "small": (3, 37_500),
     "full": (30, 37_500),
@@ -95,18 +97,6 @@ create index on trig_messages (conversation_id);
 create trigger trig_messages_metrics after insert on trig_messages
   for each row execute function trig_update_conversation_metrics();
 """
-
-
-def admin_url() -> str:
-    url = os.environ.get("BOTFLOW_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-        return url
-    except psycopg.OperationalError:
-        from dagster_project.settings import embedded_urls
-
-        home = Path(tempfile.gettempdir()) / "botflow-bench-pg"
-        return embedded_urls(home)["source"].replace("/botflow_source", "/postgres")
 
 
 def database_url(admin: str, name: str) -> str:

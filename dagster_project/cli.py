@@ -226,8 +226,8 @@ def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
             run_report(defs, instance, kind, day, deliver=deliver)
         except RunFailed as exc:
             raise ConfigError(str(exc)) from exc
-    start = day if kind == "daily" else day - timedelta(days=day.isoweekday() - 1)
-    print(f"reports: {period_folder(Period(kind, start))}/ (platform.html, platform.pdf, one pair per organization)")
+    folder = period_folder(Period.containing(kind, day))
+    print(f"reports: {folder}/ (platform.html, platform.pdf, one pair per organization)")
 
 
 def cmd_superset(args) -> int:

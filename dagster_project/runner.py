@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -129,8 +129,7 @@ def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, kind: str, da
     """Render (and e-mail) the daily report of `day`, or the weekly report of the ISO week holding it."""
     from .reports.periods import Period
 
-    start = day if kind == "daily" else day - timedelta(days=day.isoweekday() - 1)
-    period = Period(kind, start)  # type: ignore[arg-type]
+    period = Period.containing(kind, day)  # type: ignore[arg-type]
     job = defs.resolve_job_def(f"{kind}_report_job")
     if period.start.isoformat() not in job.partitions_def.get_partition_keys():
         raise ValueError(f"no {kind} report partition {period.start} yet: the {kind} period must be over "

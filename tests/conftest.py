@@ -186,6 +186,15 @@ def fetch_table(url: str, table: str, order_by: str) -> list[dict]:
         return cur.fetchall()
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import oracle
 import pytest
-from conftest import build_window, lenient_quality_limits, module_scenario, run_job
+from conftest import build_window, free_port, lenient_quality_limits, module_scenario, run_job
 
 from dagster_project.reports.periods import Period
 from dagster_project.simulate import simulate
@@ -225,12 +224,6 @@ class Inbox:
             return "451 4.3.0 mailbox busy, try again later"
         self.messages.append(envelope)
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import copy
 import math
 import os
 import shutil
-import socket
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -22,23 +21,26 @@ import oracle
 import pandas as pd
 import psycopg
 import pytest
-from conftest import REPO, RUN_TAG, build_window, create_database, database_url, drop_database, module_scenario
+from conftest import (
+    REPO,
+    RUN_TAG,
+    build_window,
+    create_database,
+    database_url,
+    drop_database,
+    free_port,
+    module_scenario,
+)
 
 from dagster_project.settings import Settings
 from dagster_project.simulate import Trickle, simulate
 from dagster_project.superset import service
 from dagster_project.superset.api import SupersetApi, SupersetError
-from dagster_project.superset.bundle import IMPORT_ORDER, load_spec, render_bundle, stable_uuid
+from dagster_project.superset.bundle import load_spec, render_bundles, stable_uuid
 from dagster_project.superset.sync import READER_ROLE, grant, import_bundles, reader_uri, sync
 
 ARTIFACTS = REPO / "test-artifacts" / "superset"
 DAYS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +110,7 @@ def test_sync_twice_updates_and_never_duplicates(superset):
     edited = copy.deepcopy(spec)
     edited["charts"]["kpi_csat"]["title"] = "CSAT (edited)"
     with psycopg.connect(scenario.warehouse_url) as conn:
-        bundles = {kind: render_bundle(conn, reader_uri(scenario.warehouse_url, None), edited, kind)
-                   for kind in IMPORT_ORDER}
+        bundles = render_bundles(conn, reader_uri(scenario.warehouse_url, None), edited)
     import_bundles(api, bundles, s.reader_password)
     after = charts_by_uuid(api)
     assert len(after) == len(charts)

@@ -26,6 +26,11 @@ class Period:
         """Daily and weekly partition keys are the period's first day, YYYY-MM-DD."""
         return cls(kind, date.fromisoformat(key[:10]))
 
+    @classmethod
+    def containing(cls, kind: ReportKind, day: date) -> Period:
+        """The day itself (daily), or the ISO week (Monday to Sunday) that holds it (weekly)."""
+        return cls(kind, day if kind == "daily" else day - timedelta(days=day.isoweekday() - 1))
+
     @property
     def end(self) -> date:
         """The day after the period (exclusive)."""

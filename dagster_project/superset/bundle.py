@@ -201,16 +201,12 @@ def _dashboard(slug: str, spec: dict, charts: dict, chart_numbers: dict[str, int
 IMPORT_ORDER = {"database": "Database", "dataset": "SqlaTable", "chart": "Slice", "dashboard": "Dashboard"}
 
 
-def render_bundle(conn: psycopg.Connection, database_uri: str, spec: dict | None = None,
-                  kind: str = "dashboard") -> bytes:
-    """The import ZIP for POST /api/v1/<kind>/import/ (the database password masked, passed apart)."""
+def render_bundles(conn: psycopg.Connection, database_uri: str, spec: dict | None = None) -> dict[str, bytes]:
+    """The import ZIP per kind, for POST /api/v1/<kind>/import/ (the database password masked, passed
+    apart): the same files rendered once, each ZIP's metadata naming its kind."""
     spec = spec or load_spec()
     docs = dbt_column_docs()
-    files: dict[str, dict] = {
-        "metadata.yaml": {"version": "1.0.0", "type": IMPORT_ORDER[kind],
-                          "timestamp": datetime.now(UTC).isoformat(timespec="seconds")},
-        "databases/BotFlow_warehouse.yaml": _database(database_uri),
-    }
+    files: dict[str, dict] = {"databases/BotFlow_warehouse.yaml": _database(database_uri)}
     for name, dataset in spec["datasets"].items():
         files[f"datasets/BotFlow_warehouse/{name}.yaml"] = _dataset(name, dataset, describe(conn, dataset["sql"]), docs)
     chart_numbers = {name: i for i, name in enumerate(spec["charts"], 1)}  # remapped to real ids on import
@@ -218,8 +214,15 @@ def render_bundle(conn: psycopg.Connection, database_uri: str, spec: dict | None
         files[f"charts/{name}.yaml"] = _chart(name, chart, spec["datasets"][chart["dataset"]])
     for slug, dashboard in spec["dashboards"].items():
         files[f"dashboards/{slug}.yaml"] = _dashboard(slug, dashboard, spec["charts"], chart_numbers)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        for path, content in files.items():
-            bundle.writestr(f"botflow/{path}", yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
-    return buffer.getvalue()
+    rendered = {path: yaml.safe_dump(content, sort_keys=False, allow_unicode=True) for path, content in files.items()}
+    timestamp = datetime.now(UTC).isoformat(timespec="seconds")
+    bundles = {}
+    for kind, import_type in IMPORT_ORDER.items():
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as bundle:
+            bundle.writestr("botflow/metadata.yaml", yaml.safe_dump(
+                {"version": "1.0.0", "type": import_type, "timestamp": timestamp}, sort_keys=False))
+            for path, text in rendered.items():
+                bundle.writestr(f"botflow/{path}", text)
+        bundles[kind] = buffer.getvalue()
+    return bundles

@@ -20,7 +20,7 @@ from psycopg import conninfo, sql
 
 from ..live.refresh import ensure_live_schema
 from .api import SupersetApi, SupersetError
-from .bundle import DATABASE_NAME, IMPORT_ORDER, load_spec, render_bundle
+from .bundle import DATABASE_NAME, IMPORT_ORDER, load_spec, render_bundles
 from .service import SupersetSettings, _psycopg2_url
 
 READER_ROLE = "botflow_superset_reader"
@@ -72,7 +72,7 @@ def sync(s: SupersetSettings, warehouse_url: str, progress: Callable[[str], None
         conn.commit()
         if conn.execute("select to_regclass('marts.dim_bots')").fetchone()[0] is None:
             raise SupersetError("marts.dim_bots is missing: build the warehouse first (botflow run / demo)")
-        bundles = {kind: render_bundle(conn, reader_uri(warehouse_url, None), spec, kind) for kind in IMPORT_ORDER}
+        bundles = render_bundles(conn, reader_uri(warehouse_url, None), spec)
     api = SupersetApi(s.url, s.admin_user, s.admin_password)
     import_bundles(api, bundles, s.reader_password)
     progress(f"imported {len(spec['datasets'])} datasets, {len(spec['charts'])} charts, "
