@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
 from .assets.reports import REPORT_ASSETS
 from .change_capture import change_capture_sensor
-from .dbt_project import dbt_project
 from .freshness import FRESHNESS_CHECKS, freshness_checks_sensor
 from .jobs import JOBS
 from .quality import GX_CHECKS
@@ -32,6 +27,5 @@ defs = dg.Definitions(
     sensors=[change_capture_sensor, freshness_checks_sensor],
     resources={
         **database_resources(),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))),
     },
 )

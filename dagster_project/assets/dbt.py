@@ -1,21 +1,21 @@
 """dbt models as Dagster assets, split by partitions definition.
 
 Each split is one `@dbt_assets` with `BackfillPolicy.single_run()`: a backfill of any range is one
-dbt invocation whose window vars cover the whole range.
+dbt invocation whose window covers the whole range. dbt runs in the step's process
+(dagster_project/dbt_runner.py), parsed once per process.
 """
 
 
-import os
-import shutil
+import json
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 
 from ..dbt_project import dbt_project, ensure_manifest
+from ..dbt_runner import WINDOW_ENV, dbt_build
 from ..freshness import policy_for
 from ..ingest.schema import ensure_raw_schema
 from ..partitions import daily_partitions, hourly_partitions
@@ -23,6 +23,7 @@ from ..policies import POOL_DBT_DAILY, POOL_DBT_HOURLY, POOL_DBT_VIEWS, RETRY_PO
 from ..resources import WarehouseDatabase
 
 MANIFEST = ensure_manifest()
+MANIFEST_JSON = json.loads(MANIFEST.read_text())
 
 
 def _upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> set[str]:
@@ -71,52 +72,15 @@ class BotflowDbtTranslator(DagsterDbtTranslator):
 TRANSLATOR = BotflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
 
 
-WINDOW_ENV = ("BOTFLOW_WINDOW_START", "BOTFLOW_WINDOW_END")
-
-
 def dbt_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
     """The partition (range) window as the environment variables the incremental models read."""
     window = context.partition_time_window
     return dict(zip(WINDOW_ENV, (window.start.isoformat(), window.end.isoformat()), strict=True))
 
 
-@contextmanager
-def window_environment(window: dict[str, str]) -> Iterator[None]:
-    """Set the window for the dbt subprocess (unset: all of history), and restore the environment."""
-    before = {name: os.environ.pop(name, None) for name in WINDOW_ENV}
-    os.environ.update(window)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str],
-            window: dict[str, str] | None = None) -> Iterator[Any]:
-    """`dbt build` over `window`; the per-run target folder is removed afterwards, its partial-parse
-    state kept in the project's target folder so that the next invocation parses only what changed."""
-    with window_environment(window or {}):
-        invocation = dbt.cli(["build", *args, "--exclude", "test_type:unit"], context=context)
-        try:
-            yield from invocation.stream()
-        finally:
-            keep_partial_parse(Path(invocation.target_path))
-            shutil.rmtree(invocation.target_path, ignore_errors=True)
-
-
-def keep_partial_parse(target_path: Path) -> None:
-    """Copy the invocation's partial_parse.msgpack to the project's target folder (atomically)."""
-    state = target_path / "partial_parse.msgpack"
-    if state.exists():
-        shared = Path(dbt_project.project_dir) / "target"
-        shared.mkdir(exist_ok=True)
-        tmp = shared / f".partial_parse.{os.getpid()}.tmp"
-        shutil.copyfile(state, tmp)
-        tmp.replace(shared / "partial_parse.msgpack")
+def run_dbt(context: dg.AssetExecutionContext, args: list[str], window: dict[str, str] | None = None) -> Iterator[Any]:
+    """`dbt build` of the step's models over `window` (none: all of history), in this process."""
+    yield from dbt_build(context, Path(dbt_project.project_dir), MANIFEST_JSON, TRANSLATOR, args, window)
 
 
 @dbt_assets(
@@ -128,11 +92,11 @@ def keep_partial_parse(target_path: Path) -> None:
     retry_policy=RETRY_POLICY,
     pool=POOL_DBT_VIEWS,
 )
-def dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseDatabase):
+def dbt_views(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase):
     """Staging and intermediate views and the LLM price list seed (no partitions)."""
     with warehouse.connect() as conn, conn.transaction():
         ensure_raw_schema(conn)  # the views read raw tables: on a new warehouse, create them empty
-    yield from run_dbt(context, dbt, [])
+    yield from run_dbt(context, [])
 
 
 class DbtBuildConfig(dg.Config):
@@ -159,9 +123,9 @@ def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, de
         retry_policy=RETRY_POLICY,
         pool=pool,
     )
-    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig):
+    def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig):
         window = {} if config.full_refresh else dbt_window_env(context)  # no window: all of history
-        yield from run_dbt(context, dbt, dbt_build_args(config), window)
+        yield from run_dbt(context, dbt_build_args(config), window)
 
     _models.__doc__ = description
     return _models

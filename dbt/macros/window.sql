@@ -27,3 +27,24 @@
     {% endif %}
   {% endif %}
 {%- endmacro %}
+
+{# Generic tests' `where` config holds the tokens __window_start__ / __window_end__ (timestamptz) and
+   __window_start_date__ / __window_end_date__ (their UTC dates), replaced here at run time. A
+   `where` with env_var() would be rendered at parse time, and a manifest parsed once could then
+   not serve the next window. Overrides dbt's get_where_subquery (root-project macros win). #}
+{% macro get_where_subquery(relation) -%}
+  {% set where = config.get('where', '') %}
+  {% if where %}
+    {% set where = where
+        | replace('__window_start_date__', "(" ~ window_start() ~ " at time zone 'UTC')::date")
+        | replace('__window_end_date__', "(" ~ window_end() ~ " at time zone 'UTC')::date")
+        | replace('__window_start__', window_start())
+        | replace('__window_end__', window_end()) %}
+    {%- set filtered -%}
+      (select * from {{ relation }} where {{ where }}) dbt_subquery
+    {%- endset -%}
+    {% do return(filtered) %}
+  {%- else -%}
+    {% do return(relation) %}
+  {%- endif -%}
+{%- endmacro %}
