@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
     live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
 
+    sub.add_parser("gx-docs", help="render the great-expectations Data Docs of every stored validation")
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) with this environment")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--host", default="127.0.0.1")
@@ -359,6 +360,14 @@ def print_live(wh) -> None:
               f"success={success or '-':>6}% newest message {age}s ago")
 
 
+def cmd_gx_docs(args) -> int:
+    _settings()
+    from .quality import build_data_docs
+
+    print(f"GX Data Docs: {build_data_docs()}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     settings = _settings()
     from .settings import REPO_ROOT
@@ -374,7 +383,8 @@ def cmd_ui(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh, "export": cmd_export,
-            "report": cmd_report, "superset": cmd_superset, "live": cmd_live, "ui": cmd_ui}
+            "report": cmd_report, "superset": cmd_superset, "live": cmd_live, "gx-docs": cmd_gx_docs,
+            "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,9 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 WINDOW_ENV = ("BOTFLOW_WINDOW_START", "BOTFLOW_WINDOW_END")
 
 _LOCK = threading.Lock()  # dbt's in-process state (flags, adapters) allows one invocation at a time
-_MANIFESTS: dict[Path, Any] = {}  # project dir -> dbt's parsed Manifest, for this process
+# (project dir, warehouse) -> dbt's parsed Manifest, for this process: the nodes carry the target
+# database's name, so another warehouse (a test's) needs its own parse
+_MANIFESTS: dict[tuple[Path, str, str, str], Any] = {}
 RESULT_EVENTS = frozenset({"LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"})
 
 
@@ -79,7 +81,8 @@ def _project_args(project_dir: Path, target_path: Path) -> list[str]:
 def parsed_manifest(project_dir: Path) -> Any:
     """dbt's Manifest of the project, parsed on first use in this process (partial parsing from
     the project's target folder), then kept."""
-    if project_dir not in _MANIFESTS:
+    key = (project_dir, *(os.environ.get(f"BOTFLOW_DBT_{part}", "") for part in ("HOST", "PORT", "DBNAME")))
+    if key not in _MANIFESTS:
         from dbt.cli.main import dbtRunner
 
         target = _scratch_target(project_dir, "dbt-parse-")
@@ -93,8 +96,8 @@ def parsed_manifest(project_dir: Path) -> Any:
             keep_partial_parse(target, project_dir)
         finally:
             shutil.rmtree(target, ignore_errors=True)
-        _MANIFESTS[project_dir] = result.result
-    return _MANIFESTS[project_dir]
+        _MANIFESTS[key] = result.result
+    return _MANIFESTS[key]
 
 
 def _failures(result: Any) -> str:

@@ -12,6 +12,11 @@ from .freshness import FRESHNESS_CHECKS
 # freshness checks run on their own sensor's schedule, not inside every partition run
 FRESHNESS_SELECTION = dg.AssetSelection.checks(*FRESHNESS_CHECKS)
 
+# The steps of a partition run depend on each other (ingest -> checks -> dbt -> checks): a process per
+# step would parallelize nothing and pay, per step, the import of dagster, dbt and great-expectations
+# and a dbt parse. One process per run imports and parses once.
+PARTITION_EXECUTOR = dg.in_process_executor
+
 views_job = dg.define_asset_job(
     "dbt_views_job",
     selection=dg.AssetSelection.assets(dbt_views),
@@ -21,11 +26,13 @@ hourly_job = dg.define_asset_job(
     "hourly_partition_job",
     selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly) - FRESHNESS_SELECTION,
     description="Ingest an hour (or a range of hours) into raw, then build fct_bot_replies and usage_analytics.",
+    executor_def=PARTITION_EXECUTOR,
 )
 daily_job = dg.define_asset_job(
     "daily_partition_job",
     selection=dg.AssetSelection.assets(dbt_daily) - FRESHNESS_SELECTION,
     description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
+    executor_def=PARTITION_EXECUTOR,
 )
 freshness_job = dg.define_asset_job(
     "freshness_checks_job",

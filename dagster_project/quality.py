@@ -2,8 +2,9 @@
 
 Every expectation carries the name of the rule it enforces (`meta.rule`); a failed check's
 description lists the broken rules and how many rows break them. Each check validates only its
-partition's window (a GX query asset over the warehouse), and every run adds its validation to the
-GX Data Docs under `$BOTFLOW_HOME/gx/` (open `gx/uncommitted/data_docs/local_site/index.html`).
+partition's window (a GX query asset over the warehouse), and every run stores its validation result
+in the GX project under `$BOTFLOW_HOME/gx/`; `botflow gx-docs` renders them all as Data Docs
+(`gx/uncommitted/data_docs/local_site/index.html`). The context is opened once per process.
 """
 
 
@@ -167,19 +168,46 @@ def gx_home() -> Path:
     return home
 
 
-def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> SuiteResult:
-    """Validate `suite` over [lo, hi) of the warehouse with great-expectations; record it in Data Docs."""
+_CONTEXTS: dict[Path, object] = {}  # GX file context per project folder, kept for this process
+
+
+def gx_context():
+    """The GX file context under $BOTFLOW_HOME/gx, opened once per process (opening and configuring
+    it costs more than validating an hour)."""
     gx = _gx()
-    # GX wants a plain SELECT: wrap the suite's query (which may start with a CTE)
-    query = "select * from (" + suite.query.format(
-        lo=_sql_literal(lo), hi=_sql_literal(hi), **share_limits()) + ") as window_rows"
-    with _GX_LOCK:  # a GX file context is not safe to share between threads
-        context = gx.get_context(mode="file", project_root_dir=str(gx_home()))
+    home = gx_home()
+    if home not in _CONTEXTS:
+        context = gx.get_context(mode="file", project_root_dir=str(home))
         if getattr(context.variables.progress_bars, "globally", True) is not False:  # keep run logs readable
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
             context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
             context.variables.save()
+        _CONTEXTS[home] = context
+    return _CONTEXTS[home]
+
+
+def data_docs_index() -> Path:
+    return gx_home() / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+def build_data_docs() -> Path:
+    """Render GX Data Docs from every stored validation result (`botflow gx-docs`). Not part of the
+    checks: the index covers all results ever stored, so its cost grows with history."""
+    with _GX_LOCK:
+        gx_context().build_data_docs()
+    return data_docs_index()
+
+
+def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> SuiteResult:
+    """Validate `suite` over [lo, hi) of the warehouse with great-expectations; the validation result
+    is stored in the GX project (`botflow gx-docs` renders them as Data Docs)."""
+    gx = _gx()
+    # GX wants a plain SELECT: wrap the suite's query (which may start with a CTE)
+    query = "select * from (" + suite.query.format(
+        lo=_sql_literal(lo), hi=_sql_literal(hi), **share_limits()) + ") as window_rows"
+    with _GX_LOCK:  # a GX file context is not safe to share between threads
+        context = gx_context()
         # the URL stays out of great_expectations.yml (it may hold a password): GX reads it from the
         # environment at run time, which also accepts socket URLs its URL validation would refuse
         os.environ["BOTFLOW_GX_WAREHOUSE_URL"] = sqlalchemy_url(warehouse_url)
@@ -206,8 +234,7 @@ def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> S
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=expectation_suite))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=name, validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")], result_format="SUMMARY"))
+            name=name, validation_definitions=[definition], actions=[], result_format="SUMMARY"))
         result = checkpoint.run()
     failures: dict[str, int] = {}
     evaluated = 0
@@ -240,7 +267,7 @@ def _make_check(suite: Suite) -> dg.AssetChecksDefinition:
             description=result.description,
             metadata={"window": f"[{window.start.isoformat()}, {window.end.isoformat()})",
                       "broken_rules": ", ".join(result.failures) or "none",
-                      "data_docs": str(gx_home() / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")},
+                      "data_docs": f"{data_docs_index()} (render with `botflow gx-docs`)"},
         )
 
     return _check
