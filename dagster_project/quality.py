@@ -168,14 +168,20 @@ def gx_home() -> Path:
     return home
 
 
-_CONTEXTS: dict[Path, object] = {}  # GX file context per project folder, kept for this process
+# GX file context per project folder, kept for this process: opening and configuring it costs more
+# than validating an hour. Its datasource resolves the warehouse URL from the environment at each
+# validation (tests/test_quality.py checks that a second warehouse is validated, not the first).
+_CONTEXTS: dict[Path, object] = {}
 
 
-def gx_context():
-    """The GX file context under $BOTFLOW_HOME/gx, opened once per process (opening and configuring
-    it costs more than validating an hour)."""
+def gx_context(warehouse_url: str | None = None):
+    """The GX file context under $BOTFLOW_HOME/gx, opened once per process."""
     gx = _gx()
     home = gx_home()
+    if warehouse_url is not None:
+        # the URL stays out of great_expectations.yml (it may hold a password): GX reads it from the
+        # environment at run time, which also accepts socket URLs its URL validation would refuse
+        os.environ["BOTFLOW_GX_WAREHOUSE_URL"] = sqlalchemy_url(warehouse_url)
     if home not in _CONTEXTS:
         context = gx.get_context(mode="file", project_root_dir=str(home))
         if getattr(context.variables.progress_bars, "globally", True) is not False:  # keep run logs readable
@@ -207,10 +213,7 @@ def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> S
     query = "select * from (" + suite.query.format(
         lo=_sql_literal(lo), hi=_sql_literal(hi), **share_limits()) + ") as window_rows"
     with _GX_LOCK:  # a GX file context is not safe to share between threads
-        context = gx_context()
-        # the URL stays out of great_expectations.yml (it may hold a password): GX reads it from the
-        # environment at run time, which also accepts socket URLs its URL validation would refuse
-        os.environ["BOTFLOW_GX_WAREHOUSE_URL"] = sqlalchemy_url(warehouse_url)
+        context = gx_context(warehouse_url)
         source_name = "warehouse"
         try:
             datasource = context.data_sources.get(source_name)

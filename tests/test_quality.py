@@ -99,6 +99,40 @@ def test_each_rule_fails_when_broken_naming_the_rule(warehouse, suite, rule, bre
     assert f"rule '{rule}'" in result.description
 
 
+def test_a_suite_validates_the_warehouse_it_is_given_each_time(warehouse):
+    """The GX context is kept per process: validating another warehouse must not reuse the first's
+    connection."""
+    import psycopg
+    from conftest import create_database, drop_database
+
+    from dagster_project.ingest.schema import ensure_raw_schema
+
+    other = create_database("bf_test_gx_other")
+    try:
+        with psycopg.connect(other) as conn:
+            ensure_raw_schema(conn)
+            conn.execute("insert into raw.messages (id, conversation_id, direction, created_at, prompt_tokens, "
+                         "completion_tokens) values (gen_random_uuid(), gen_random_uuid(), 'outbound', "
+                         "'2026-07-01 10:00+00', -5, 0)")
+        suite = SUITE["raw_messages"]
+        assert run_suite(suite, warehouse.warehouse_url, LO, HI).success
+        broken = run_suite(suite, other, LO, HI)
+        assert not broken.success and "prompt_tokens >= 0" in broken.failures
+        assert run_suite(suite, warehouse.warehouse_url, LO, HI).success
+    finally:
+        drop_database("bf_test_gx_other")
+
+
+def test_data_docs_render_the_stored_validations(warehouse):
+    """`botflow gx-docs` renders every stored validation result (the checks themselves do not)."""
+    from dagster_project.quality import build_data_docs
+
+    run_suite(SUITE["usage_analytics"], warehouse.warehouse_url, LO, HI)
+    index = build_data_docs()
+    assert index.is_file()
+    assert "usage_analytics" in index.read_text()
+
+
 def test_quarantine_rule_is_named_and_limit_is_configurable(warehouse, monkeypatch):
     monkeypatch.setenv("BOTFLOW_MAX_REJECTED_SHARE", "0.0001")
     result = run_suite(SUITE["raw_quality"], warehouse.warehouse_url, LO, HI)
