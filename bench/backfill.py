@@ -396,7 +396,7 @@ def print_table(r: dict) -> None:
     for name, value in rows:
         print(f"  {name:<{width}}  {fmt(value)}")
     print(f"\n  warehouse on disk: {r['warehouse_mb']} MB; peak RSS: pipeline process "
-          f"{r['peak_rss']['pipeline_process_mb']} MB, largest child (dbt) {r['peak_rss']['largest_child_mb']} MB; "
+          f"{r['peak_rss']['pipeline_process_mb']} MB, largest child process {r['peak_rss']['largest_child_mb']} MB; "
           f"pandas peer {r['pandas_peak_rss_mb']} MB")
     print("\n  ratios (same run):")
     for name, value in r["ratios"].items():
