@@ -6,6 +6,8 @@ recorded. Rows that pass are repaired where a repair rule applies, and loaded.
 
 from __future__ import annotations
 
+import re
+
 # rule name -> what it means (also the text shown in docs and check messages)
 REJECTION_RULES = {
     "conversation_status_unknown": "conversations.status is not active, resolved or escalated",
@@ -33,6 +35,8 @@ REPAIR_RULES = {
     "message_tokens_invalid": "negative (or null) token counts are treated as 0",
 }
 
+# Checks every landed row. Timestamps are parsed by raw.try_timestamptz, which turns an unparsable
+# value into null (so the row's rule rejects it) at the price of a PL/pgSQL exception block per value.
 VALIDATE = [
     """
     create temp table v_conversations on commit drop as
@@ -100,7 +104,25 @@ VALIDATE = [
     """,
 ]
 
-# (table whose loaded row count the statement reports, or None) -> statement
+
+def _strict(statement: str) -> str:
+    return re.sub(r"raw\.try_timestamptz\((l\.\w+)\)", r"\1::timestamptz", statement)
+
+
+# The same checks with plain casts: a day's 600k message timestamps parse in 0.5 s instead of 1.3 s
+# (EXPLAIN ANALYZE, 2026-11-26). They equal VALIDATE whenever every timestamp parses, which is all a
+# typed source can send; a value that does not parse makes them fail with a DataError, and the
+# loader falls back to VALIDATE.
+VALIDATE_STRICT = [_strict(statement) for statement in VALIDATE]
+
+# A row rejected now may have been loaded before, by another window: it leaves the raw layer.
+_DELETE_REJECTED = (
+    "delete from raw.{table} where id = any(array(select id from v_{table} where rejected_by is not null))")
+
+# (table whose loaded row count the statement reports, or None) -> statement.
+# Messages and API events: the window's rows are deleted by time (an index range), then inserted.
+# A row whose timestamp moved here from another window is updated in place by the insert's own key
+# check, so nothing joins the landed ids against all of raw (that scan grew with history).
 LOAD = [
     (None, """
     insert into raw.organizations (id, name, timezone, created_at, _run_id)
@@ -122,10 +144,11 @@ LOAD = [
     # a conversation deleted from the source, or now rejected, leaves the raw layer
     (None, """
     delete from raw.conversations r
-    where (r.started_at >= %(lo)s and r.started_at < %(hi)s
-           and not exists (select 1 from land_conversations l where l.id = r.id))
-       or exists (select 1 from v_conversations v where v.id = r.id and v.rejected_by is not null)
+    where r.started_at >= %(lo)s and r.started_at < %(hi)s
+      and not exists (select 1 from land_conversations l where l.id = r.id)
     """),
+    # `= any(array(...))` probes the primary key per rejected id; a join or an OR scanned all of raw
+    (None, _DELETE_REJECTED.format(table="conversations")),
     ("conversations", """
     insert into raw.conversations (id, organization_id, bot_id, customer_phone_hash, customer_phone_last4,
       status, started_at, ended_at, handoff_at, customer_satisfaction, updated_at, repaired_rules, _run_id)
@@ -143,7 +166,7 @@ LOAD = [
     where raw.conversations.updated_at is null or excluded.updated_at >= raw.conversations.updated_at
     """),
     (None, "delete from raw.messages where created_at >= %(lo)s and created_at < %(hi)s"),
-    (None, "delete from raw.messages r using land_messages l where l.id = r.id"),
+    (None, _DELETE_REJECTED.format(table="messages")),
     ("messages", """
     insert into raw.messages (id, conversation_id, direction, created_at, response_time_ms, outcome,
       knowledge_base_hit, llm_model, prompt_tokens, completion_tokens, updated_at, repaired_rules, _run_id)
@@ -156,15 +179,21 @@ LOAD = [
       case when direction = 'outbound' then greatest(coalesce(completion_tokens, 0), 0) else 0 end,
       updated_ts, repaired_rules, %(run_id)s
     from v_messages where rejected_by is null
-    on conflict (id) do nothing
+    on conflict (id) do update set conversation_id = excluded.conversation_id, direction = excluded.direction,
+      created_at = excluded.created_at, response_time_ms = excluded.response_time_ms, outcome = excluded.outcome,
+      knowledge_base_hit = excluded.knowledge_base_hit, llm_model = excluded.llm_model,
+      prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+      updated_at = excluded.updated_at, repaired_rules = excluded.repaired_rules,
+      _run_id = excluded._run_id, _loaded_at = now()
     """),
     (None, "delete from raw.api_events where occurred_at >= %(lo)s and occurred_at < %(hi)s"),
-    (None, "delete from raw.api_events r using land_api_events l where l.id = r.id"),
+    (None, _DELETE_REJECTED.format(table="api_events")),
     ("api_events", """
     insert into raw.api_events (id, organization_id, bot_id, kind, occurred_at, _run_id)
     select id, organization_id, bot_id, kind, occurred_ts, %(run_id)s from v_api_events
     where rejected_by is null
-    on conflict (id) do nothing
+    on conflict (id) do update set organization_id = excluded.organization_id, bot_id = excluded.bot_id,
+      kind = excluded.kind, occurred_at = excluded.occurred_at, _run_id = excluded._run_id, _loaded_at = now()
     """),
 ]
 

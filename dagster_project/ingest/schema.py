@@ -9,7 +9,8 @@ create schema if not exists raw;
 
 -- a timestamp that does not parse becomes null, and the row is rejected by the rule that needs it
 create or replace function raw.try_timestamptz(v text) returns timestamptz
-language plpgsql stable parallel safe as $$
+-- parallel restricted: an exception block cannot run in a parallel worker
+language plpgsql stable parallel restricted as $$
 begin
   return v::timestamptz;
 exception when others then
