@@ -87,6 +87,9 @@ class Settings:
         os.environ["BOTFLOW_PARTITIONS_START"] = self.partitions_start
         os.environ.update(dbt_env(self.warehouse_url))
         os.environ["PGTZ"] = "UTC"
+        # A range run records one materialization per (asset, partition). Batched, they are written
+        # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (bench/README.md).
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
     def prepare_dagster_home(self) -> Path:
         """Create $DAGSTER_HOME with the repo's dagster.yaml (PostgreSQL storage, queued runs)."""
