@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator
 from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+
+from .settings import scoped_environment
 
 WINDOW_ENV = ("BOTFLOW_WINDOW_START", "BOTFLOW_WINDOW_END")
 
@@ -38,21 +39,6 @@ RESULT_EVENTS = frozenset({"LogSeedResult", "LogModelResult", "LogSnapshotResult
 
 class DbtBuildFailed(dg.Failure):
     pass
-
-
-@contextmanager
-def window_environment(window: Mapping[str, str]) -> Iterator[None]:
-    """Set the window the models read (unset: all of history), and restore the environment."""
-    before = {name: os.environ.pop(name, None) for name in WINDOW_ENV}
-    os.environ.update(window)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def keep_partial_parse(target_path: Path, project_dir: Path) -> None:
@@ -135,7 +121,7 @@ def dbt_build(
     with _LOCK:
         target = _scratch_target(project_dir, f"dbt-{context.run.run_id[:8]}-")
         try:
-            with window_environment(window or {}):
+            with scoped_environment(window or {}, unset=WINDOW_ENV):  # unset: all of history
                 runner = dbtRunner(manifest=parsed_manifest(project_dir),
                                    callbacks=[lambda event: event.info.name in RESULT_EVENTS
                                               and raw_events.append(msg_to_dict(event))])

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from .utc import utc_midnight
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -44,8 +46,8 @@ def run_window(
     from .jobs import daily_job, hourly_job, views_job
     from .partitions import daily_partitions, hourly_partitions
 
-    lo = _utc_midnight(start)
-    hi = _utc_midnight(end)
+    lo = utc_midnight(start)
+    hi = utc_midnight(end)
     first_partition = hourly_partitions.start
     if lo < first_partition:
         raise ValueError(f"--start {start} is before BOTFLOW_PARTITIONS_START ({first_partition:%Y-%m-%d})")
@@ -89,7 +91,7 @@ def refresh_marts(
     from .jobs import daily_job, hourly_job
     from .partitions import daily_partitions, hourly_partitions
 
-    lo, hi = _utc_midnight(start), _utc_midnight(end)
+    lo, hi = utc_midnight(start), utc_midnight(end)
     results = []
     steps = [
         (hourly_job.name, hourly_partitions, dbt_hourly, "full refresh of the hourly marts"),
@@ -109,10 +111,6 @@ def refresh_marts(
         if not result.success:
             raise RunFailed(f"{job_name} full refresh failed: {_first_failure(result)}")
     return results
-
-
-def _utc_midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,3 +173,19 @@ def ensure_databases(admin_url: str, names) -> None:
             if name not in existing:
                 conn.execute(f'create database "{name}"')
             conn.execute(f"alter database \"{name}\" set timezone to 'UTC'")
+
+
+@contextmanager
+def scoped_environment(values: Mapping[str, str], unset: Iterable[str] = ()) -> Iterator[None]:
+    """Set `values` (and unset the names in `unset`) for the block, then restore the environment."""
+    names = set(values) | set(unset)
+    before = {name: os.environ.pop(name, None) for name in names}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -202,18 +202,9 @@ def utc(*args) -> datetime:
 REPO = Path(__file__).resolve().parent.parent
 
 
-@contextmanager
-def lenient_quality_limits() -> Iterator[None]:
+def lenient_quality_limits() -> AbstractContextManager[None]:
     """For scenarios with a bad row of every kind among few rows: the share limits of gx_raw_quality
     (tested in test_quality.py) would rightly fail them."""
-    keys = ("BOTFLOW_MAX_REJECTED_SHARE", "BOTFLOW_MAX_REPAIRED_SHARE")
-    before = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from dagster_project.settings import scoped_environment
+
+    return scoped_environment({"BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"})

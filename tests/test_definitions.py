@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -70,3 +71,29 @@ def test_instance_config_limits_runs_and_pools(dagster_instance):
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert "postgres" in config["storage"]
     assert type(dagster_instance.run_storage).__name__ == "PostgresRunStorage"
+
+
+def test_a_dead_runs_pool_slot_is_freed_once_the_run_is_terminated(dagster_instance):
+    """A run killed mid-step never releases its pool slot; terminated in the UI, the daemon frees it."""
+    import time
+
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+    from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
+
+    storage, pool = dagster_instance.event_log_storage, "botflow_test_dead_run"
+    assert storage.initialize_concurrency_limit_to_default(pool)
+    dead = dagster_instance.add_run(DagsterRun(job_name="hourly_partition_job", status=DagsterRunStatus.STARTED))
+    assert storage.claim_concurrency_slot(pool, dead.run_id, "raw_ingestion").is_claimed
+    waiting = storage.claim_concurrency_slot(pool, "next-run", "raw_ingestion")
+    assert not waiting.is_claimed  # the pool's only slot is held by the dead run
+
+    class Workspace:  # the daemon's workspace context: this iteration only needs the instance
+        instance = dagster_instance
+
+    dagster_instance.report_run_canceled(dead)  # what Terminate does when the run's process is gone
+    timeout = dagster_instance.run_monitoring_settings["free_slots_after_run_end_seconds"]
+    list(execute_concurrency_slots_iteration(Workspace(), logging.getLogger("test")))
+    assert not storage.claim_concurrency_slot(pool, "next-run", "raw_ingestion").is_claimed  # not yet
+    time.sleep(timeout + 1.5)
+    list(execute_concurrency_slots_iteration(Workspace(), logging.getLogger("test")))
+    assert storage.claim_concurrency_slot(pool, "next-run", "raw_ingestion").is_claimed

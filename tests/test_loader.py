@@ -17,7 +17,7 @@ import pytest
 from conftest import RUN_TAG, create_database, drop_database
 
 from dagster_project.ingest import rules
-from dagster_project.ingest.loader import LANDING_DDL, load_window, validate
+from dagster_project.ingest.loader import LANDING_DDL, analyze_grown_tables, load_range, load_window, validate
 from dagster_project.ingest.schema import ensure_raw_schema
 from dagster_project.simulate import create_source_tables
 
@@ -153,3 +153,15 @@ def test_rows_that_become_invalid_leave_the_raw_layer_from_any_window(source_and
     rules_found = dict(wh.execute("select source_id, rule from raw.quarantine").fetchall())
     assert rules_found == {str(uuid.UUID(int=22)): "message_created_at_invalid",
                            str(uuid.UUID(int=12)): "conversation_started_at_invalid"}
+
+
+def test_a_load_analyzes_the_raw_tables_it_grew_by_a_tenth(source_and_warehouse):
+    src, wh = source_and_warehouse
+    load_range(src, wh, source_schema="public", start=HOUR, end=HOUR + timedelta(hours=1), run_id="test",
+               phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC))
+    estimates = dict(wh.execute("select relname, reltuples from pg_class "
+                                "where relnamespace = 'raw'::regnamespace and relkind = 'r'").fetchall())
+    assert estimates["messages"] == 2 and estimates["conversations"] == 2  # analyzed: they grew from nothing
+    assert estimates["api_events"] == -1  # nothing loaded: left alone
+    assert analyze_grown_tables(wh, {"messages": 0, "conversations": 0}) == []
+    assert analyze_grown_tables(wh, {"messages": 1}) == ["messages"]  # 1 > 10% of 2

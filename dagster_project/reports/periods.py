@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Literal
+
+from ..utc import utc_midnight
 
 ReportKind = Literal["daily", "weekly"]
 LENGTH = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
@@ -46,7 +48,7 @@ class Period:
 
     @property
     def bounds(self) -> tuple[datetime, datetime]:
-        return _midnight(self.start), _midnight(self.end)
+        return utc_midnight(self.start), utc_midnight(self.end)
 
     @property
     def slug(self) -> str:
@@ -69,5 +71,3 @@ class Period:
         return "hour" if self.kind == "daily" else "day"
 
 
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
