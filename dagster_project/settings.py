@@ -90,7 +90,7 @@ class Settings:
         os.environ.update(dbt_env(self.warehouse_url))
         os.environ["PGTZ"] = "UTC"
         # A range run records one materialization per (asset, partition). Batched, they are written
-        # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (bench/README.md).
+        # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (README, Performance).
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
     def prepare_dagster_home(self) -> Path:
