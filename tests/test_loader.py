@@ -24,6 +24,7 @@ from dagster_project.simulate import create_source_tables
 ORG, BOT = uuid.UUID(int=1), uuid.UUID(int=2)
 PARAMS = {"future": "2026-05-01 00:00:00+00"}
 GOOD = "2026-04-01 10:00:00+00"
+HOUR = datetime(2026, 4, 1, 10, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,6 @@ def source_and_warehouse() -> Iterator[tuple[psycopg.Connection, psycopg.Connect
         yield src, wh
     for name in names:
         drop_database(name)
-
-
-HOUR = datetime(2026, 4, 1, 10, tzinfo=UTC)
 
 
 def load(src: psycopg.Connection, wh: psycopg.Connection, hour: datetime) -> None:
