@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     grant = superset_sub.add_parser("grant", help="let a user see one organization's rows on every dashboard")
     grant.add_argument("--org", required=True, help="organization name or id")
     grant.add_argument("--user", required=True, help="Superset username (created if new)")
-    grant.add_argument("--password", default=os.environ.get("BOTFLOW_SUPERSET_USER_PASSWORD"),
-                       help="password of a new user (default: $BOTFLOW_SUPERSET_USER_PASSWORD)")
+    grant.epilog = ("A new user's password comes from $BOTFLOW_SUPERSET_USER_PASSWORD, else is asked for "
+                    "(never on the command line, where `ps` shows it).")
 
     live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
@@ -246,13 +246,25 @@ def cmd_superset(args) -> int:
         elif args.superset_command == "down":
             print("Superset stopped" if service.stop(s) else "Superset was not running (no pid file)")
         elif args.superset_command == "sync":
-            sync(s, settings.warehouse_url)
+            # tenant logins must not reach BotFlow's other databases (the source too, when embedded)
+            others = [settings.dagster_storage_url, *([settings.source_url] if settings.embedded else [])]
+            sync(s, settings.warehouse_url, other_databases=others)
             print(f"dashboards: {s.url}/dashboard/bot-performance/, /dashboard/usage/, /dashboard/live/")
         else:
-            grant(s, settings.warehouse_url, args.org, args.user, args.password)
+            grant(s, settings.warehouse_url, args.org, args.user, _new_user_password())
     except SupersetError as exc:
         raise ConfigError(str(exc)) from exc
     return 0
+
+
+def _new_user_password() -> str | None:
+    """$BOTFLOW_SUPERSET_USER_PASSWORD, else asked for on a terminal; None keeps an existing user's."""
+    password = os.environ.get("BOTFLOW_SUPERSET_USER_PASSWORD")
+    if password or not sys.stdin.isatty():
+        return password or None
+    import getpass
+
+    return getpass.getpass("password for the user (empty: keep an existing user's): ") or None
 
 
 def cmd_demo(args) -> int:

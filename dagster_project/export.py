@@ -3,16 +3,22 @@
 Filters are bound as parameters (psycopg quotes them; they are never pasted into SQL). Output is
 RFC 4180 CSV (quoted where needed, a header row), UTF-8, to a file or stdout. Phones appear only
 masked (last 4 digits).
+
+An export for one organization (--org, or a --bot of it) runs inside tenancy.organization_scope: the
+warehouse itself returns that organization's rows only, even if a filter below were wrong.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import BinaryIO
 
 import psycopg
 from psycopg import sql
+
+from .tenancy import organization_scope
 
 STATUSES = ("active", "resolved", "escalated")
 
@@ -25,8 +31,8 @@ QUERIES = {
           m.knowledge_base_hits, m.knowledge_base_misses, m.tokens_used, m.estimated_cost_usd,
           m.duration_seconds, m.resolution_status, m.customer_satisfaction, m.conversation_id
         from marts.conversation_metrics m
-        join staging.stg_botflow__bots b on b.bot_id = m.bot_id
-        join staging.stg_botflow__organizations o on o.organization_id = m.organization_id
+        join marts.dim_bots b on b.bot_id = m.bot_id
+        join marts.dim_organizations o on o.organization_id = m.organization_id
         join staging.stg_botflow__conversations c on c.conversation_id = m.conversation_id
         where m.started_at >= %(start)s and m.started_at < %(end)s
           and (%(org)s::text is null or o.organization_name = %(org)s or o.organization_id::text = %(org)s)
@@ -38,8 +44,8 @@ QUERIES = {
     "bot-performance": """
         select b.bot_name, o.organization_name, m.*
         from marts.bot_performance_metrics m
-        join staging.stg_botflow__bots b on b.bot_id = m.bot_id
-        join staging.stg_botflow__organizations o on o.organization_id = m.organization_id
+        join marts.dim_bots b on b.bot_id = m.bot_id
+        join marts.dim_organizations o on o.organization_id = m.organization_id
         where m.date >= %(start_date)s and m.date < %(end_date)s
           and (%(org)s::text is null or o.organization_name = %(org)s or o.organization_id::text = %(org)s)
           and (%(bot)s::text is null or b.bot_name = %(bot)s or b.bot_id::text = %(bot)s)
@@ -48,7 +54,7 @@ QUERIES = {
     "usage": """
         select o.organization_name, m.*
         from marts.usage_analytics m
-        join staging.stg_botflow__organizations o on o.organization_id = m.organization_id
+        join marts.dim_organizations o on o.organization_id = m.organization_id
         where m.hour >= %(start)s and m.hour < %(end)s
           and (%(org)s::text is null or o.organization_name = %(org)s or o.organization_id::text = %(org)s)
         order by m.hour, o.organization_name""",
@@ -89,27 +95,39 @@ class ExportFilters:
         }
 
 
-def check_names(conn: psycopg.Connection, filters: ExportFilters) -> None:
-    """An --org or --bot that matches nothing is a mistake, not an empty export."""
+def scope_organization(conn: psycopg.Connection, filters: ExportFilters) -> uuid.UUID | None:
+    """The organization an export is confined to: --org's, else --bot's; None for the whole platform.
+
+    An --org or --bot that matches nothing is a mistake, not an empty export. A name shared by
+    several organizations (or by bots of several) is ambiguous: give the id.
+    """
+    scope = None
     for flag, value, what, query in (
-        ("--org", filters.org, "organization", "select 1 from staging.stg_botflow__organizations "
+        ("--org", filters.org, "organization", "select distinct organization_id from marts.dim_organizations "
                                                "where organization_name = %s or organization_id::text = %s"),
         ("--bot", filters.bot, "bot",
-         "select 1 from staging.stg_botflow__bots where bot_name = %s or bot_id::text = %s"),
+         "select distinct organization_id from marts.dim_bots where bot_name = %s or bot_id::text = %s"),
     ):
-        if value is not None and conn.execute(query, (value, value)).fetchone() is None:
+        if value is None:
+            continue
+        matches = [row[0] for row in conn.execute(query, (value, value))]
+        if not matches:
             raise ExportError(f"{flag} {value!r} matches no {what} (give its name or id)")
+        if len(matches) > 1:
+            raise ExportError(f"{flag} {value!r} names {what}s of {len(matches)} organizations (give its id)")
+        scope = scope or matches[0]
+    return scope
 
 
 def export_csv(conn: psycopg.Connection, kind: str, filters: ExportFilters, out: BinaryIO) -> int:
     """Stream the export to `out` (bytes); returns the number of data rows."""
     filters.validate(kind)
-    check_names(conn, filters)
+    organization = scope_organization(conn, filters)
     query = sql.SQL(QUERIES[kind]).format()
     bound = psycopg.ClientCursor(conn).mogrify(query, filters.params())  # parameters quoted by psycopg
     copy = sql.SQL("copy ({}) to stdout with (format csv, header, force_quote *)").format(sql.SQL(bound))
     rows = -1  # the header
-    with conn.cursor().copy(copy) as stream:
+    with organization_scope(conn, organization), conn.cursor().copy(copy) as stream:
         for chunk in stream:
             data = bytes(chunk)
             rows += data.count(b"\n")

@@ -3,9 +3,29 @@
 `botflow superset up` sets these variables (see dagster_project/superset/service.py):
 - BOTFLOW_SUPERSET_METADATA_URL: Superset's own metadata database (PostgreSQL, postgresql+psycopg2://)
 - BOTFLOW_SUPERSET_SECRET_KEY: signs sessions; generated once per $BOTFLOW_HOME when unset
+- BOTFLOW_SUPERSET_TENANT_KEY: the warehouse logins' passwords derive from it (see below)
+- BOTFLOW_SUPERSET_CACHE_SECONDS: how long chart results are cached (0, the default: never)
+
+Tenant isolation is enforced by the warehouse (docs/tenant-isolation.md): every warehouse connection is
+made as the login of the user it serves (DB_CONNECTION_MUTATOR below), and that login reads its own
+organizations' rows only, whatever SQL a chart sends. Superset's row-level security filters stay as a
+second layer; cached results are keyed per user.
 """
 
+import importlib.util
 import os
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "botflow_logins", Path(__file__).resolve().parent.parent / "dagster_project" / "superset" / "logins.py")
+_logins = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_logins)
+_TENANT_KEY = os.environ["BOTFLOW_SUPERSET_TENANT_KEY"]
+
+
+def DB_CONNECTION_MUTATOR(uri, params, username, security_manager, source):  # noqa: N802 - Superset's name
+    return _logins.mutate_connection(uri, params, username, security_manager, _TENANT_KEY)
+
 
 SQLALCHEMY_DATABASE_URI = os.environ["BOTFLOW_SUPERSET_METADATA_URL"]
 SECRET_KEY = os.environ["BOTFLOW_SUPERSET_SECRET_KEY"]
@@ -29,4 +49,11 @@ SUPERSET_WEBSERVER_TIMEOUT = 120
 ROW_LIMIT = 50000
 # the live dashboard refreshes every 10 s: let it
 SUPERSET_DASHBOARD_PERIODICAL_REFRESH_LIMIT = 0
-DATA_CACHE_CONFIG = {"CACHE_TYPE": "NullCache"}  # never serve stale numbers
+# Off by default (never stale numbers). When on, results live in the metadata database and their keys
+# include the user (the database's extra per_user_caching), so one organization's cached result is
+# never served to another.
+_CACHE_SECONDS = int(os.environ.get("BOTFLOW_SUPERSET_CACHE_SECONDS", "0"))
+DATA_CACHE_CONFIG = (
+    {"CACHE_TYPE": "superset.extensions.metastore_cache.SupersetMetastoreCache",
+     "CACHE_DEFAULT_TIMEOUT": _CACHE_SECONDS, "CACHE_KEY_PREFIX": "botflow_data_"}
+    if _CACHE_SECONDS > 0 else {"CACHE_TYPE": "NullCache"})

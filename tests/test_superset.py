@@ -9,9 +9,12 @@ with pandas over the marts, independently of the SQL of the saved metrics.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import shutil
+import subprocess
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -37,7 +40,8 @@ from dagster_project.simulate import Trickle, simulate
 from dagster_project.superset import service
 from dagster_project.superset.api import SupersetApi, SupersetError
 from dagster_project.superset.bundle import load_spec, render_bundles, stable_uuid
-from dagster_project.superset.sync import READER_ROLE, grant, import_bundles, reader_uri, sync
+from dagster_project.superset.logins import ADMIN_LOGIN, user_login
+from dagster_project.superset.sync import READER_ROLE, apply_filters, grant, import_bundles, reader_uri, sync
 
 ARTIFACTS = REPO / "test-artifacts" / "superset"
 DAYS = 2
@@ -49,7 +53,8 @@ def superset(dagster_instance, tmp_path_factory):
     metadata_db = f"bf_test_superset_meta_{RUN_TAG}"
     create_database(metadata_db)
     env = {"BOTFLOW_HOME": str(home), "BOTFLOW_SUPERSET_PORT": str(free_port()),
-           "BOTFLOW_SUPERSET_METADATA_URL": database_url(metadata_db)}
+           "BOTFLOW_SUPERSET_METADATA_URL": database_url(metadata_db),
+           "BOTFLOW_SUPERSET_CACHE_SECONDS": "600"}  # a real cache: one organization's result never serves another
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     today = datetime.now(UTC).date()
@@ -66,9 +71,11 @@ def superset(dagster_instance, tmp_path_factory):
         from dagster_project.live_definitions import defs as live_defs
         run_job(dagster_instance, "live_job", defs=live_defs)
         settings = Settings.from_env()
-        s = service.up(settings, progress=lambda _line: None)
+        with recorded_subprocesses(LAUNCHED):
+            s = service.up(settings, progress=lambda _line: None)
         try:
-            sync(s, scenario.warehouse_url, progress=lambda _line: None)
+            sync(s, scenario.warehouse_url, progress=lambda _line: None,
+                 other_databases=[os.environ["BOTFLOW_DAGSTER_STORAGE_URL"], scenario.source_url])
             yield scenario, s
         finally:
             service.stop(s)
@@ -78,6 +85,23 @@ def superset(dagster_instance, tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+LAUNCHED: list[tuple[list[str], dict]] = []  # what the fixture's `superset up` started
+
+
+@contextmanager
+def recorded_subprocesses(launched: list[tuple[list[str], dict]]):
+    """Every command line and environment the Superset service starts, for the secrets tests."""
+    real_run = subprocess.run
+
+    def run(args, *rest, **kwargs):
+        launched.append(([str(a) for a in args], dict(kwargs.get("env") or os.environ)))
+        return real_run(args, *rest, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service.subprocess, "run", run)
+        yield launched
 
 
 def admin(s) -> SupersetApi:
@@ -301,9 +325,15 @@ def test_an_organization_user_sees_only_its_organization(superset):
 def test_the_reader_role_reads_marts_and_live_only_and_cannot_write(superset):
     scenario, _ = superset
     url = psycopg.conninfo.make_conninfo(scenario.warehouse_url, user=READER_ROLE)
-    with psycopg.connect(url, autocommit=True) as conn:
+    admin_url = psycopg.conninfo.make_conninfo(scenario.warehouse_url, user=ADMIN_LOGIN)
+    with psycopg.connect(admin_url, autocommit=True) as conn:  # Superset's Admins: every organization
         assert conn.execute("select count(*) from marts.conversation_metrics").fetchone()[0] > 0
         assert conn.execute("select count(*) from live.organization_metrics").fetchone()[0] > 0
+        with pytest.raises((psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege)):
+            conn.execute("delete from marts.usage_analytics")
+    with psycopg.connect(url, autocommit=True) as conn:  # the stored login: users with no organization
+        assert conn.execute("select count(*) from marts.conversation_metrics").fetchone()[0] == 0
+        assert conn.execute("select count(*) from live.organization_metrics").fetchone()[0] == 0
         for table in ("raw.messages", "raw.conversations", "raw.quarantine", "staging.stg_botflow__conversations",
                       "reports.snapshots"):
             with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable)):
@@ -372,3 +402,366 @@ def _settings_stub(home: Path) -> Settings:
                     warehouse_url="postgresql://x@127.0.0.1/y", dagster_storage_url="postgresql://x@127.0.0.1/z",
                     dagster_home=home, botflow_home=home, phone_hash_key="k", partitions_start="2025-01-01",
                     embedded=False)
+
+
+# -- a hostile analyst --------------------------------------------------------------------------------
+def ensure_user_without_organization(s, username: str, password: str) -> SupersetApi:
+    api = admin(s)
+    if username not in {u["username"] for u in api.list_all("/api/v1/security/users/")}:
+        roles = {r["name"]: r["id"] for r in api.list_all("/api/v1/security/roles/")}
+        api.post("/api/v1/security/users/", {"username": username, "first_name": "No", "last_name": "Org",
+                                             "email": f"{username}@botflow.local", "active": True,
+                                             "password": password,
+                                             "roles": [roles["Gamma"], roles["BotFlow Analyst"]]})
+    return SupersetApi(s.url, username, password)
+
+
+def identifiers(warehouse_url: str) -> dict:
+    """organization_id -> every id and name of that organization's rows (what a leak would show)."""
+    out: dict = {}
+    with psycopg.connect(warehouse_url) as conn:
+        for query in ("select organization_id, organization_id::text, organization_name from marts.dim_organizations",
+                      "select organization_id, bot_id::text, bot_name from marts.dim_bots",
+                      "select organization_id, conversation_id::text, null from marts.conversation_metrics",
+                      "select organization_id, conversation_id::text, null from live.conversation_feed"):
+            for org, ident, name in conn.execute(query):
+                out.setdefault(org, set()).update(v for v in (ident, name) if v)
+    return out
+
+
+def _metric(expression: str) -> dict:
+    return {"expressionType": "SQL", "sqlExpression": expression, "label": "m"}
+
+
+def _metrics(expression: str) -> dict:
+    return {"metrics": [_metric(expression)]}
+
+
+def _column(expression: str) -> dict:
+    return {"expressionType": "SQL", "sqlExpression": expression, "label": "c"}
+
+
+ORG_IDS = "(select string_agg(distinct organization_id::text, ',') from marts.fct_bot_replies)"
+XML = "query_to_xml('select organization_id, count(*) from marts.fct_bot_replies group by 1', true, false, '')"
+# (name, dataset, query): each sent as an organization's user and as a user with no organization
+FUZZ = [
+    ("metric query_to_xml", "bot_replies", _metrics(f"max({XML}::text)")),
+    ("metric query_to_xml, no aggregate", "bot_replies", _metrics(f"{XML}::text")),
+    ("metric pg_catalog.query_to_xml", "bot_replies", _metrics(f"max(pg_catalog.{XML}::text)")),
+    ("metric QUERY_TO_XML upper case", "bot_replies", _metrics(f"max({XML.upper()}::text)")),
+    ("metric quoted \"query_to_xml\"", "bot_replies",
+     _metrics(f"max(\"query_to_xml\"{XML[len('query_to_xml'):]}::text)")),
+    ("metric table_to_xml conversation_metrics", "bot_replies",
+     _metrics("max(table_to_xml('marts.conversation_metrics', true, false, '')::text)")),
+    ("metric table_to_xml live.conversation_feed", "live_feed",
+     _metrics("max(table_to_xml('live.conversation_feed', true, false, '')::text)")),
+    ("metric schema_to_xml marts", "bot_replies", _metrics("max(schema_to_xml('marts', true, false, '')::text)")),
+    ("metric schema_to_xml live", "live_feed", _metrics("max(schema_to_xml('live', true, false, '')::text)")),
+    ("metric database_to_xml", "bot_replies", _metrics("max(database_to_xml(true, false, '')::text)")),
+    ("metric query_to_xml_and_xmlschema", "bot_replies",
+     _metrics("max(query_to_xml_and_xmlschema('select * from marts.dim_organizations', true, false, '')::text)")),
+    ("column ts_stat", "bot_replies",
+     {"columns": [_column("ts_stat('select to_tsvector(organization_id::text) from marts.fct_bot_replies')::text")],
+      "metrics": [_metric("count(*)")]}),
+    ("metric ts_rewrite", "bot_replies",
+     {"metrics": [_metric("max(ts_rewrite('a'::tsquery, 'select ''a''::tsquery, organization_id::text::tsquery "
+                          "from marts.fct_bot_replies')::text)")]}),
+    ("metric subquery ids", "bot_replies", _metrics(f"max({ORG_IDS})")),
+    ("metric subquery count", "bot_replies", _metrics("max((select count(*) from marts.fct_bot_replies))")),
+    ("metric subquery dim_organizations", "bot_replies",
+     _metrics("max((select string_agg(organization_name, ',') from marts.dim_organizations))")),
+    ("metric subquery live feed", "live_feed",
+     _metrics("max((select string_agg(conversation_id::text, ',') from live.conversation_feed))")),
+    ("metric subquery usage", "usage",
+     _metrics("max((select string_agg(organization_id::text, ',') from marts.usage_analytics))")),
+    ("metric CTE in subquery", "bot_replies",
+     {"metrics": [_metric("max((with x as (select organization_id from marts.conversation_metrics) "
+                          "select string_agg(organization_id::text, ',') from x))")]}),
+    ("metric UNION in subquery", "bot_replies",
+     _metrics("max((select string_agg(o, ',') from (select organization_id::text o from marts.fct_bot_replies "
+              "union select organization_id::text from live.organization_metrics) u))")),
+    ("metric string_agg of own column", "bot_replies", _metrics("string_agg(distinct organization_id::text, ',')")),
+    ("metric xmlagg", "conversations", _metrics("max(xmlagg(xmlelement(name o, conversation_id))::text)")),
+    ("metric to_json of a dimension table", "bot_replies",
+     _metrics("max((select json_agg(o)::text from marts.dim_bots o))")),
+    ("metric cast error carries values", "bot_replies", _metrics(f"max(cast({ORG_IDS} as integer))")),
+    ("metric set_config role to all organizations", "bot_replies",
+     _metrics("max(set_config('role', 'botflow_all_organizations', false))")),
+    ("metric set_config role to the scoped reader", "bot_replies",
+     _metrics(f"max(set_config('role', 'botflow_scoped_reader', true) || {ORG_IDS})")),
+    ("metric set_config organization setting", "bot_replies",
+     _metrics(f"max(set_config('botflow.organization_id', '{{other}}', false) || {ORG_IDS})")),
+    ("metric set_config read-only off", "bot_replies",
+     _metrics("max(set_config('default_transaction_read_only', 'off', false))")),
+    ("metric current_setting", "bot_replies", _metrics("max(current_setting('botflow.organization_id', true))")),
+    ("metric security functions", "bot_replies",
+     _metrics("max(security.visible_organizations()::text || security.sees_all_organizations()::text)")),
+    ("metric tenant_access table", "bot_replies",
+     _metrics("max((select string_agg(organization_id::text, ',') from security.tenant_access))")),
+    ("metric pg_sleep", "bot_replies", _metrics("count(pg_sleep(0))")),
+    ("metric pg_read_file", "bot_replies", _metrics("max(pg_read_file('/etc/passwd'))")),
+    ("metric pg_ls_dir", "bot_replies", _metrics("max((select string_agg(f, ',') from pg_ls_dir('.') f))")),
+    ("metric lo_import", "bot_replies", _metrics("max(lo_import('/etc/passwd'))")),
+    ("metric dblink", "bot_replies",
+     _metrics("max(dblink('dbname=postgres', 'select 1')::text)")),
+    ("metric raw table", "bot_replies",
+     _metrics("max((select string_agg(name, ',') from raw.organizations))")),
+    ("metric staging view", "bot_replies",
+     _metrics("max((select string_agg(organization_name, ',') from staging.stg_botflow__organizations))")),
+    ("metric quarantine", "bot_replies", _metrics("max((select count(*) from raw.quarantine))")),
+    ("metric mart function of another organization", "bot_replies",
+     {"metrics": [_metric("max((select messages_sent from marts.get_organization_analytics_summary("
+                          "'{other}', now() - interval '30 days', now())))")]}),
+    ("metric pg_stat_activity", "bot_replies",
+     _metrics("max((select string_agg(query, ';') from pg_stat_activity))")),
+    ("metric comment and parenthesis escape", "bot_replies",
+     _metrics("count(*)) from marts.fct_bot_replies union select count(*) from marts.conversation_metrics --")),
+    ("metric two statements", "bot_replies", _metrics("count(*); select * from marts.dim_organizations")),
+    ("metric block comment", "bot_replies", _metrics(f"max(/* x */ {ORG_IDS})")),
+    ("column subquery ids", "bot_replies", {"columns": [_column(ORG_IDS)], "metrics": [_metric("count(*)")]}),
+    ("column query_to_xml", "conversations", {"columns": [_column(f"{XML}::text")], "metrics": [_metric("count(*)")]}),
+    ("column organization_id grouped", "bot_replies",
+     {"columns": [_column("organization_id::text")], "metrics": [_metric("count(*)")]}),
+    ("where 1=1 or true", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")], "extras": {"where": "1 = 1 or true"}}),
+    ("where another organization's id", "bot_replies",
+     {"columns": ["organization_id"], "metrics": [_metric("count(*)")],
+      "extras": {"where": "organization_id = '{other}'"}}),
+    ("where breaking out of parentheses", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")],
+      "extras": {"where": "1 = 0) or (1 = 1"}}),
+    ("where UNION", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")],
+      "extras": {"where": "true union select organization_name, 1 from marts.dim_organizations"}}),
+    ("where query_to_xml", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")],
+      "extras": {"where": f"{XML}::text is not null"}}),
+    ("having or true", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")],
+      "extras": {"having": "count(*) > 0 or true"}}),
+    ("having subquery", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")],
+      "extras": {"having": f"{ORG_IDS} is not null"}}),
+    ("simple filter IN another organization", "bot_replies",
+     {"columns": ["organization_id"], "metrics": [_metric("count(*)")],
+      "filters": [{"col": "organization_id", "op": "IN", "val": ["{other}"]}]}),
+    ("order by query_to_xml", "bot_replies",
+     {"columns": ["organization_name"], "metrics": [_metric("count(*)")],
+      "orderby": [[_metric(f"max({XML}::text)"), False]]}),
+    ("time grain injection", "bot_replies",
+     {"columns": [{"timeGrain": "P1D') || query_to_xml('select 1', true, false, '')::text || ('",
+                   "columnType": "BASE_AXIS", "sqlExpression": "created_at", "label": "created_at",
+                   "expressionType": "SQL"}], "metrics": [_metric("count(*)")]}),
+    ("time grain expression", "bot_replies",
+     {"columns": [{"timeGrain": "P1D", "columnType": "BASE_AXIS", "label": "t", "expressionType": "SQL",
+                   "sqlExpression": f"created_at + (length({ORG_IDS}) * interval '0 s')"}],
+      "metrics": [_metric("count(*)")]}),
+    ("samples", "bot_replies", {"result_type": "samples"}),
+    ("drill detail", "conversations",
+     {"result_type": "drill_detail", "columns": ["conversation_id", "organization_name"]}),
+]
+
+
+def _query_context(dataset_id: int, query: dict, other: str) -> dict:
+    query = json.loads(json.dumps(query).replace("{other}", other))
+    result_type = query.pop("result_type", "full")
+    base = {"columns": [], "metrics": [], "filters": [], "extras": {"where": "", "having": ""}, "orderby": [],
+            "row_limit": 1000, "series_limit": 0, "order_desc": True}
+    return {"datasource": {"id": dataset_id, "type": "table"}, "force": True,
+            "queries": [{**base, **query, "extras": {**base["extras"], **query.get("extras", {})}}],
+            "result_format": "json", "result_type": result_type}
+
+
+def _verdict(response, foreign: set[str]) -> tuple[str, set[str]]:
+    """(refused by Superset | refused by PostgreSQL | own rows only | no rows, the foreign values shown)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"message": response.text}
+    results = body.get("result") if isinstance(body, dict) else None
+    if isinstance(results, list):
+        for result in results:
+            result.pop("query", None)  # Superset echoes the SQL sent, payload included
+    text = json.dumps(body)
+    leaked = {value for value in foreign if value in text}
+    if response.status_code >= 400 or any(r.get("error") for r in results or [] if isinstance(r, dict)):
+        postgres = any(word in text for word in ("psycopg2", "permission denied", "does not exist",
+                                                 "PostgreSQL Error", "read-only transaction"))
+        return ("refused by PostgreSQL" if postgres else "refused by Superset"), leaked
+    data = [row for r in results or [] for row in r.get("data", [])]
+    return ("own rows only" if data else "no rows"), leaked
+
+
+def test_hostile_chart_requests_never_return_another_organizations_rows(superset):
+    scenario, s = superset
+    by_org = identifiers(scenario.warehouse_url)
+    orgs = sorted(by_org, key=str)
+    mine, other = orgs[0], orgs[1]
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
+                            (mine,)).fetchone()[0]
+    grant(s, scenario.warehouse_url, name, "fuzz_org", "fuzz-org-pw-1", progress=lambda _line: None)
+    nobody = ensure_user_without_organization(s, "fuzz_nobody", "fuzz-nobody-pw-1")
+    users = {"organization's user": (SupersetApi(s.url, "fuzz_org", "fuzz-org-pw-1"), {mine}),
+             "user with no organization": (nobody, set())}
+    datasets = {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+    verdicts, leaks = [], []
+    for label, (api, own) in users.items():
+        foreign = set().union(*(ids for org, ids in by_org.items() if org not in own))
+        for name_, dataset, query in FUZZ:
+            response = api.session.post(f"{api.url}/api/v1/chart/data", timeout=120,
+                                        json=_query_context(datasets[dataset], query, str(other)))
+            verdict, leaked = _verdict(response, foreign)
+            verdicts.append(f"{label:26} {verdict:22} {name_}")
+            if leaked:
+                leaks.append(f"{label}: {name_}: {sorted(leaked)[:3]}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "fuzz-verdicts.txt").write_text("\n".join(verdicts) + "\n")
+    print("\n".join(verdicts))
+    assert len(FUZZ) >= 50
+    assert not leaks, "\n".join(leaks)
+    # the fuzz reached the data: the organization's own rows came back for the plain requests
+    assert sum("own rows only" in v and v.startswith("organization's user") for v in verdicts) >= 10
+    assert not any("own rows only" in v for v in verdicts if v.startswith("user with no organization")
+                   and "count" not in v)
+
+
+def test_the_reported_leaks_replayed_return_own_rows_only(superset):
+    """The requests of the issue, verbatim: query_to_xml, table_to_xml, schema_to_xml, ts_stat."""
+    scenario, s = superset
+    by_org = identifiers(scenario.warehouse_url)
+    mine = sorted(by_org, key=str)[0]
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
+                            (mine,)).fetchone()[0]
+    grant(s, scenario.warehouse_url, name, "replay_org", "replay-org-pw-1", progress=lambda _line: None)
+    api = SupersetApi(s.url, "replay_org", "replay-org-pw-1")
+    dataset = {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+    foreign = set().union(*(ids for org, ids in by_org.items() if org != mine))
+    for expression in (
+            "query_to_xml('select organization_id, count(*) from marts.fct_bot_replies group by 1', true, false, '')",
+            "table_to_xml('marts.conversation_metrics', true, false, '')", "schema_to_xml('marts', true, false, '')",
+            "table_to_xml('live.conversation_feed', true, false, '')"):
+        response = api.session.post(f"{api.url}/api/v1/chart/data", timeout=120, json=_query_context(
+            dataset["bot_replies"], _metrics(f"max({expression}::text)"), ""))
+        verdict, leaked = _verdict(response, foreign)
+        assert not leaked and verdict == "refused by PostgreSQL", (expression, verdict, response.text[:300])
+    # and the warehouse answers the same SQL with own rows only, were the function allowed
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        conn.execute("grant execute on function pg_catalog.query_to_xml(text, boolean, boolean, text) to public")
+        conn.commit()
+        try:
+            response = api.session.post(f"{api.url}/api/v1/chart/data", timeout=120, json=_query_context(
+                dataset["bot_replies"], {"metrics": [_metric(
+                    "max(query_to_xml('select organization_id from marts.fct_bot_replies', true, false, '')::text)")]},
+                ""))
+            verdict, leaked = _verdict(response, foreign)
+            assert verdict == "own rows only" and not leaked and str(mine) in response.text
+        finally:
+            conn.execute("revoke execute on function pg_catalog.query_to_xml(text, boolean, boolean, text) from public")
+            conn.commit()
+
+
+def test_a_dataset_added_later_is_invisible_until_sync_then_filtered(superset, monkeypatch):
+    from dagster_project.superset import sync as sync_module
+
+    scenario, s = superset
+    api = admin(s)
+    by_org = identifiers(scenario.warehouse_url)
+    mine = sorted(by_org, key=str)[0]
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
+                            (mine,)).fetchone()[0]
+    grant(s, scenario.warehouse_url, name, "later_org", "later-org-pw-1", progress=lambda _line: None)
+    analyst = SupersetApi(s.url, "later_org", "later-org-pw-1")
+    spec = copy.deepcopy(load_spec())
+    spec["datasets"]["replies_added_later"] = copy.deepcopy(spec["datasets"]["bot_replies"])
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        bundles = render_bundles(conn, reader_uri(scenario.warehouse_url, None), spec)
+    import_bundles(api, bundles, s.reader_password)  # imported by hand: no filters, no access yet
+    added = next(d["id"] for d in api.list_all("/api/v1/dataset/", ["id", "table_name"])
+                 if d["table_name"] == "replies_added_later")
+    query = {"columns": ["organization_id"], "metrics": [_metric("count(*)")]}
+    try:
+        before = analyst.session.post(f"{analyst.url}/api/v1/chart/data", timeout=120,
+                                      json=_query_context(added, query, ""))
+        assert before.status_code in (403, 404), before.text[:300]
+        monkeypatch.setattr(sync_module, "load_spec", lambda: spec)
+        apply_filters(api)  # what sync does after every import
+        rules = {r["name"]: r for r in api.list_all("/api/v1/rowlevelsecurity/")}
+        for rule_name in (f"botflow: org:{name}", "botflow: no organization role, no rows"):
+            rule = api.get(f"/api/v1/rowlevelsecurity/{rules[rule_name]['id']}")["result"]
+            assert added in {t["id"] for t in rule["tables"]}, rule_name
+        after = analyst.session.post(f"{analyst.url}/api/v1/chart/data", timeout=120,
+                                     json=_query_context(added, query, ""))
+        assert after.status_code == 200, after.text[:300]
+        assert {row["organization_id"] for row in after.json()["result"][0]["data"]} == {str(mine)}
+    finally:
+        api.request("DELETE", f"/api/v1/dataset/{added}")
+        monkeypatch.undo()
+        apply_filters(api)
+
+
+def test_a_cached_result_is_never_served_to_another_organization(superset):
+    scenario, s = superset
+    by_org = identifiers(scenario.warehouse_url)
+    first, second = sorted(by_org, key=str)[:2]
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        names = dict(conn.execute("select organization_id, organization_name from marts.dim_organizations"))
+    apis = {}
+    for org, user in ((first, "cache_a"), (second, "cache_b")):
+        grant(s, scenario.warehouse_url, names[org], user, f"{user}-pw-1", progress=lambda _line: None)
+        apis[org] = SupersetApi(s.url, user, f"{user}-pw-1")
+    dataset = {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+    context = _query_context(dataset["bot_replies"], {"columns": ["organization_id"],
+                                                       "metrics": [_metric("count(*)")]}, "")
+    context["force"] = False
+    answers = {}
+    for org in (first, first, second):
+        response = apis[org].session.post(f"{apis[org].url}/api/v1/chart/data", timeout=120, json=context)
+        result = response.json()["result"][0]
+        answers.setdefault(org, []).append(result["is_cached"])
+        assert {row["organization_id"] for row in result["data"]} == {str(org)}
+    assert answers == {first: [False, True], second: [False]}  # the cache works, per user
+
+
+def test_superset_holds_no_warehouse_owner_secret_and_no_password_on_a_command_line(superset):
+    scenario, s = superset
+    assert LAUNCHED, "the fixture records what `superset up` started"
+    secrets = [s.admin_password, s.tenant_key, s.reader_password, scenario.warehouse_url,
+               os.environ["BOTFLOW_WAREHOUSE_URL"]]
+    for argv, env in LAUNCHED:
+        line = " ".join(argv)
+        assert not any(secret in line for secret in secrets), argv[:3]
+        assert "BOTFLOW_WAREHOUSE_URL" not in env and "BOTFLOW_SOURCE_URL" not in env, argv[:3]
+    # the running Superset: its processes' command lines and environments, read from /proc
+    master = int(s.pid_file.read_text())
+    pids = [master] + [int(p) for p in subprocess.run(["pgrep", "-P", str(master)], capture_output=True,
+                                                       text=True).stdout.split()]
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+                       if "=" in item)
+        assert not any(secret in cmdline for secret in secrets)
+        assert not {"BOTFLOW_WAREHOUSE_URL", "BOTFLOW_SOURCE_URL", "BOTFLOW_DAGSTER_STORAGE_URL",
+                    "BOTFLOW_PHONE_HASH_KEY", "BOTFLOW_SUPERSET_ADMIN_PASSWORD"} & set(environ), pid
+        assert not any(scenario.warehouse_url in value for value in environ.values())
+
+
+def test_warehouse_logins_reach_no_other_botflow_database(superset):
+    scenario, s = superset
+    logins = [READER_ROLE, ADMIN_LOGIN, user_login("fuzz_org")]
+    grant(s, scenario.warehouse_url, _first_org_name(scenario), "fuzz_org",
+          "fuzz-org-pw-1", progress=lambda _line: None)
+    others = [s.metadata_url, os.environ["BOTFLOW_DAGSTER_STORAGE_URL"].replace("postgresql+psycopg2://",
+                                                                                "postgresql://"), scenario.source_url]
+    for login in logins:
+        psycopg.connect(psycopg.conninfo.make_conninfo(scenario.warehouse_url, user=login)).close()
+        for url in others:
+            with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+                psycopg.connect(psycopg.conninfo.make_conninfo(url, user=login)).close()
+
+
+def _first_org_name(scenario) -> str:
+    with psycopg.connect(scenario.warehouse_url) as conn:
+        return conn.execute("select organization_name from marts.dim_organizations order by 1 limit 1").fetchone()[0]

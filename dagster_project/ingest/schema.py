@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from ..tenancy import ensure_tenancy
+
 RAW_DDL = """
 create schema if not exists raw;
 
@@ -77,3 +79,4 @@ def ensure_raw_schema(conn: psycopg.Connection) -> None:
     """Create the raw layer if absent (idempotent); serialised so concurrent runs don't race."""
     conn.execute("select pg_advisory_xact_lock(hashtext('botflow.raw.ddl'))")
     conn.execute(RAW_DDL)
+    ensure_tenancy(conn)  # before any mart exists: dbt's post-hooks call security.isolate()

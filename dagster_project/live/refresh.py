@@ -14,6 +14,8 @@ from datetime import datetime
 
 import psycopg
 
+from ..tenancy import ensure_tenancy, isolate
+
 LIVE_DDL = """
 create schema if not exists live;
 create table if not exists live.organization_metrics (
@@ -45,6 +47,8 @@ comment on table live.conversation_feed is
   'The latest 50 conversations per organization by last message (feed_rank 1 = most recent), with status, '
   'masked phone (last 4 digits), last message time and message count.';
 """
+
+LIVE_TABLES = ("live.organization_metrics", "live.conversation_feed")
 
 # Response time of a reply, as in the marts: the app's value, else ms since the latest earlier inbound.
 _REPLY_TIMES = """
@@ -126,9 +130,12 @@ class LiveRefresh:
 
 
 def ensure_live_schema(conn: psycopg.Connection) -> None:
+    ensure_tenancy(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('botflow.live.ddl'))")
         conn.execute(LIVE_DDL)
+        for table in LIVE_TABLES:  # tenants read each organization's own rows only
+            isolate(conn, table)
 
 
 def refresh_live_tables(conn: psycopg.Connection, now: datetime) -> LiveRefresh:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 
+from ..tenancy import organization_scope
 from .data import list_scopes, read_report
 from .delivery import Delivery, Recipients, SmtpSettings, deliver_once
 from .periods import Period
@@ -35,7 +36,8 @@ def render_period(conn: psycopg.Connection, period: Period, stale_marts: list[st
     scopes = list_scopes(conn)
     rendered = []
     for i, scope in enumerate(scopes, 1):
-        report = read_report(conn, period, scope)
+        with organization_scope(conn, scope.organization_id):  # the warehouse confines it, whatever the SQL
+            report = read_report(conn, period, scope)
         report.stale_marts = stale_marts
         report.revisions = revisions_since_last_report(conn, report)
         report.generated_at = datetime.now(UTC)

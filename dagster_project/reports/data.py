@@ -84,24 +84,17 @@ select r.bot_id, b.bot_name, count(*) as replies,
   round(percentile_cont(0.95) within group (order by r.response_time_ms)::numeric)::integer as p95_response_time_ms,
   round(100 * count(*) filter (where r.outcome = 'success')::numeric / nullif(count(r.outcome), 0), 2) as success_rate
 from marts.fct_bot_replies r
-join staging.stg_botflow__bots b using (bot_id)
+join marts.dim_bots b using (bot_id)
 where r.created_at >= %(t0)s and r.created_at < %(t1)s
   and {SCOPE_FILTER.replace('organization_id', 'r.organization_id')}
 group by r.bot_id, b.bot_name
 """
 
 QUARANTINE_SQL = """
-with attributed as (
-    select q.rule, q.source_table,
-      coalesce(q.source_row ->> 'organization_id', c.organization_id::text) as organization_id
-    from raw.quarantine q
-    left join raw.conversations c
-      on q.source_table = 'messages' and c.id::text = q.source_row ->> 'conversation_id'
-    where q.partition_hour >= %(t0)s and q.partition_hour < %(t1)s
-)
 select source_table, rule, count(*) as rows
-from attributed
-where %(org)s::text is null or organization_id = %(org)s::text
+from reports.quarantine_by_organization
+where partition_hour >= %(t0)s and partition_hour < %(t1)s
+  and (%(org)s::text is null or organization_id = %(org)s::text)
 group by 1, 2 order by 3 desc, 1, 2
 """
 
@@ -185,7 +178,7 @@ def params(period: Period, scope: Scope) -> dict:
 
 def list_scopes(conn: psycopg.Connection) -> list[Scope]:
     rows = conn.execute(
-        "select organization_id, organization_name from staging.stg_botflow__organizations "
+        "select organization_id, organization_name from marts.dim_organizations "
         "order by organization_name, organization_id").fetchall()
     return [PLATFORM, *(Scope(org_id, name) for org_id, name in rows)]
 

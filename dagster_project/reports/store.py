@@ -21,6 +21,24 @@ create table if not exists reports.deliveries (
   recipients text[] not null, message_id text not null, delivered_at timestamptz not null default now(),
   primary key (report_kind, period_start, scope_key));
 comment on table reports.deliveries is 'One row per report e-mailed: a report is never sent twice.';
+
+-- quarantined rows with the organization they belong to, for the reports' data-quality section; a
+-- security-barrier view, so a report scoped to one organization (tenancy.organization_scope) counts
+-- that organization's rows only. Rows whose organization is unknown are the platform's.
+create or replace view reports.quarantine_by_organization with (security_barrier) as
+with attributed as (
+    select q.partition_hour, q.source_table, q.rule,
+      coalesce(q.source_row ->> 'organization_id', c.organization_id::text) as organization_id
+    from raw.quarantine q
+    left join raw.conversations c
+      on q.source_table = 'messages' and c.id::text = q.source_row ->> 'conversation_id'
+)
+select partition_hour, source_table, rule, organization_id
+from attributed
+where security.organization_visible(case when organization_id ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                                         then organization_id::uuid end);
+grant usage on schema reports to botflow_scoped_reader;
+grant select on reports.quarantine_by_organization to botflow_scoped_reader;
 """
 
 

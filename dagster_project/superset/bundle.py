@@ -65,7 +65,9 @@ def _database(uri: str) -> dict:
     return {
         "database_name": DATABASE_NAME, "sqlalchemy_uri": uri, "cache_timeout": None, "expose_in_sqllab": True,
         "allow_run_async": False, "allow_ctas": False, "allow_cvas": False, "allow_dml": False,
-        "allow_file_upload": False, "extra": {"allows_virtual_table_explore": True},
+        "allow_file_upload": False,
+        # per_user_caching: cached chart results are keyed per user (each user has its own warehouse login)
+        "extra": {"allows_virtual_table_explore": True, "per_user_caching": True},
         "uuid": stable_uuid("database", DATABASE_NAME), "version": "1.0.0",
     }
 
@@ -74,7 +76,8 @@ def _dataset(name: str, spec: dict, columns: list[Column], docs: dict[str, dict[
     described = {**docs.get("dim_bots", {}), **docs.get(spec.get("docs", ""), {})}
     return {
         "table_name": name, "schema": "marts", "sql": spec["sql"].strip(), "main_dttm_col": spec["time_column"],
-        "description": spec["description"], "default_endpoint": None, "offset": 0, "cache_timeout": None,
+        "description": spec["description"], "default_endpoint": None, "offset": 0,
+        "cache_timeout": spec.get("cache_timeout"),  # -1: never cached (live data)
         "filter_select_enabled": True, "fetch_values_predicate": None, "extra": None, "normalize_columns": False,
         "always_filter_main_dttm": False, "template_params": None, "params": None,
         "uuid": stable_uuid("dataset", name), "database_uuid": stable_uuid("database", DATABASE_NAME),

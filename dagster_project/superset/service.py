@@ -4,8 +4,10 @@ Superset's pins clash with dbt/Dagster, so it lives in a virtualenv of its own, 
 and shared by every checkout of the machine (BOTFLOW_SUPERSET_VENV, default
 ~/.cache/botflow/superset-6.1.0). Its metadata is a PostgreSQL database (never SQLite): by default
 `botflow_superset` on the server that holds Dagster's storage. Secrets (Flask secret key, admin
-password, the warehouse reader's password) come from the environment, else are generated once and
-kept in $BOTFLOW_HOME/superset/secrets.json (mode 600, never committed).
+password, the tenant key from which the warehouse logins' passwords derive) come from the environment,
+else are generated once and kept in $BOTFLOW_HOME/superset/secrets.json (mode 600, never committed).
+Superset's processes get only what they need in their environment (never the warehouse owner's URL),
+and no password travels on a command line.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ import psycopg
 from psycopg import conninfo, sql
 
 from ..settings import REPO_ROOT, ConfigError, Settings, redact
+from .logins import READER_LOGIN, login_password
 
 SUPERSET_VERSION = "6.1.0"
 REQUIREMENTS = [f"apache-superset=={SUPERSET_VERSION}", "psycopg2-binary", "rich", "cachetools",
                 "flask-caching==2.3.1", "gunicorn"]
 CONFIG_PATH = REPO_ROOT / "superset" / "superset_config.py"
 METADATA_DATABASE = "botflow_superset"
+# what Superset's processes inherit from the caller's environment; the rest is set explicitly
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "XDG_CACHE_HOME")
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,17 @@ class SupersetSettings:
     admin_user: str
     admin_password: str
     secret_key: str
-    reader_password: str
+    tenant_key: str
+    cache_seconds: int
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def reader_password(self) -> str:
+        """The password of the database login Superset stores (it sees no organization)."""
+        return login_password(self.tenant_key, READER_LOGIN)
 
     @property
     def pid_file(self) -> Path:
@@ -64,6 +75,9 @@ class SupersetSettings:
         port_text = env.get("BOTFLOW_SUPERSET_PORT", "8088")
         if not port_text.isdigit():
             raise ConfigError(f"BOTFLOW_SUPERSET_PORT={port_text!r} is not a port number")
+        cache_text = env.get("BOTFLOW_SUPERSET_CACHE_SECONDS", "0")
+        if not cache_text.isdigit():
+            raise ConfigError(f"BOTFLOW_SUPERSET_CACHE_SECONDS={cache_text!r} is not a whole number of seconds")
         metadata_url = env.get("BOTFLOW_SUPERSET_METADATA_URL") or _sibling_database(
             settings.dagster_storage_url, METADATA_DATABASE)
         cache = Path(env.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -76,21 +90,27 @@ class SupersetSettings:
             admin_user=env.get("BOTFLOW_SUPERSET_ADMIN_USER", "admin"),
             admin_password=env.get("BOTFLOW_SUPERSET_ADMIN_PASSWORD") or stored["admin_password"],
             secret_key=env.get("BOTFLOW_SUPERSET_SECRET_KEY") or stored["secret_key"],
-            reader_password=env.get("BOTFLOW_SUPERSET_READER_PASSWORD") or stored["reader_password"],
+            tenant_key=env.get("BOTFLOW_SUPERSET_TENANT_KEY") or stored["tenant_key"],
+            cache_seconds=int(cache_text),
         )
 
     def environment(self) -> dict[str, str]:
-        """What Superset's processes need: the config file and the values it reads."""
-        return {**os.environ, "SUPERSET_CONFIG_PATH": str(CONFIG_PATH), "FLASK_APP": "superset",
+        """What Superset's processes need, and nothing else: the config file and the values it reads.
+
+        Not the caller's environment: that holds the warehouse owner's URL and password.
+        """
+        inherited = {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES}
+        return {**inherited, "SUPERSET_CONFIG_PATH": str(CONFIG_PATH), "FLASK_APP": "superset",
                 "BOTFLOW_SUPERSET_METADATA_URL": _psycopg2_url(self.metadata_url),
-                "BOTFLOW_SUPERSET_SECRET_KEY": self.secret_key, "SUPERSET_LOG_LEVEL": "warning"}
+                "BOTFLOW_SUPERSET_SECRET_KEY": self.secret_key, "BOTFLOW_SUPERSET_TENANT_KEY": self.tenant_key,
+                "BOTFLOW_SUPERSET_CACHE_SECONDS": str(self.cache_seconds), "SUPERSET_LOG_LEVEL": "warning"}
 
 
 def _stored_secrets(path: Path) -> dict[str, str]:
     values = json.loads(path.read_text()) if path.exists() else {}
-    missing = {k for k in ("secret_key", "admin_password", "reader_password") if k not in values}
+    missing = {k for k in ("secret_key", "admin_password", "tenant_key") if k not in values}
     if missing:
-        values.update({k: secrets.token_urlsafe(32 if k == "secret_key" else 18) for k in missing})
+        values.update({k: secrets.token_urlsafe(18 if k == "admin_password" else 32) for k in missing})
         path.write_text(json.dumps(values, indent=2))
         path.chmod(0o600)
     return values
@@ -152,6 +172,33 @@ def _superset(s: SupersetSettings, *args: str, log) -> None:
         raise ConfigError(f"`superset {' '.join(args[:2])}` failed (exit {result.returncode}); see {log.name}")
 
 
+# Creates the admin, or resets its password, with the password read from standard input (a command
+# line is visible to every user of the machine in `ps`).
+_ADMIN_SCRIPT = """
+import json, sys
+from superset.app import create_app
+app = create_app()
+with app.app_context():
+    from superset.extensions import security_manager as sm
+    admin = json.loads(sys.stdin.read())
+    user = sm.find_user(username=admin["username"])
+    if user is None:
+        created = sm.add_user(admin["username"], "BotFlow", "Admin", admin["email"], sm.find_role("Admin"),
+                              password=admin["password"])
+        sys.exit(0 if created else "could not create the admin user")
+    sm.reset_password(user.id, admin["password"])
+"""
+
+
+def ensure_admin(s: SupersetSettings, log) -> None:
+    admin = {"username": s.admin_user, "email": f"{s.admin_user}@botflow.local", "password": s.admin_password}
+    result = subprocess.run([str(s.venv / "bin" / "python"), "-c", _ADMIN_SCRIPT], input=json.dumps(admin),
+                            text=True, env=s.environment(), stdout=log, stderr=subprocess.STDOUT, cwd=s.home)
+    if result.returncode != 0:
+        raise ConfigError(f"creating Superset's admin {s.admin_user!r} failed (exit {result.returncode}); "
+                          f"see {log.name}")
+
+
 def initialize(s: SupersetSettings, progress: Callable[[str], None] = print) -> None:
     """Migrate the metadata database, create the admin, create roles and permissions (once per setup)."""
     stamp = s.home / "initialized"
@@ -161,11 +208,8 @@ def initialize(s: SupersetSettings, progress: Callable[[str], None] = print) -> 
     progress("initializing Superset's metadata database (db upgrade, admin, roles) ...")
     with (s.home / "init.log").open("w") as log:
         _superset(s, "db", "upgrade", log=log)
-        _superset(s, "fab", "create-admin", "--username", s.admin_user, "--firstname", "BotFlow",
-                  "--lastname", "Admin", "--email", f"{s.admin_user}@botflow.local", "--password",
-                  s.admin_password, log=log)
-        _superset(s, "fab", "reset-password", "--username", s.admin_user, "--password", s.admin_password, log=log)
         _superset(s, "init", log=log)
+        ensure_admin(s, log)
     stamp.write_text(key)
 
 

@@ -1,3 +1,12 @@
+{#
+  Exports scoped to one organization (dagster_project/tenancy.organization_scope) read the masked phone
+  from here, joined to rows of conversation_metrics that row-level security already confined: the scoped
+  role may read these two columns only, and no other staging model.
+#}
+{{ config(post_hook=[
+    "grant usage on schema {{ this.schema }} to botflow_scoped_reader",
+    "grant select (conversation_id, customer_phone_last4) on {{ this }} to botflow_scoped_reader",
+]) }}
 select
   id as conversation_id,
   organization_id,
