@@ -4,7 +4,8 @@
 - BOTFLOW_SUPERSET_METADATA_URL: Superset's own metadata database (PostgreSQL, postgresql+psycopg2://)
 - BOTFLOW_SUPERSET_SECRET_KEY: signs sessions; generated once per $BOTFLOW_HOME when unset
 - BOTFLOW_SUPERSET_TENANT_KEY: the warehouse logins' passwords derive from it (see below)
-- BOTFLOW_SUPERSET_CACHE_SECONDS: how long chart results are cached (0, the default: never)
+- BOTFLOW_SUPERSET_CACHE_SECONDS: how long chart results are cached (0, the default: never), in
+  BOTFLOW_SUPERSET_CACHE_DIR
 
 Tenant isolation is enforced by the warehouse (docs/tenant-isolation.md): every warehouse connection is
 made as the login of the user it serves (DB_CONNECTION_MUTATOR below), and that login reads its own
@@ -49,11 +50,11 @@ SUPERSET_WEBSERVER_TIMEOUT = 120
 ROW_LIMIT = 50000
 # the live dashboard refreshes every 10 s: let it
 SUPERSET_DASHBOARD_PERIODICAL_REFRESH_LIMIT = 0
-# Off by default (never stale numbers). When on, results live in the metadata database and their keys
-# include the user (the database's extra per_user_caching), so one organization's cached result is
-# never served to another.
+# Off by default (never stale numbers). When on, results live in files under $BOTFLOW_HOME/superset and
+# their keys include the user (the database's extra per_user_caching), so one organization's cached
+# result is never served to another.
 _CACHE_SECONDS = int(os.environ.get("BOTFLOW_SUPERSET_CACHE_SECONDS", "0"))
 DATA_CACHE_CONFIG = (
-    {"CACHE_TYPE": "superset.extensions.metastore_cache.SupersetMetastoreCache",
-     "CACHE_DEFAULT_TIMEOUT": _CACHE_SECONDS, "CACHE_KEY_PREFIX": "botflow_data_"}
+    {"CACHE_TYPE": "FileSystemCache", "CACHE_DIR": os.environ["BOTFLOW_SUPERSET_CACHE_DIR"],
+     "CACHE_DEFAULT_TIMEOUT": _CACHE_SECONDS, "CACHE_KEY_PREFIX": "botflow_data_", "CACHE_THRESHOLD": 5000}
     if _CACHE_SECONDS > 0 else {"CACHE_TYPE": "NullCache"})

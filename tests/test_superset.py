@@ -588,8 +588,9 @@ def _verdict(response, foreign: set[str]) -> tuple[str, set[str]]:
         postgres = any(word in text for word in ("psycopg2", "permission denied", "does not exist",
                                                  "PostgreSQL Error", "read-only transaction"))
         return ("refused by PostgreSQL" if postgres else "refused by Superset"), leaked
-    data = [row for r in results or [] for row in r.get("data", [])]
-    return ("own rows only" if data else "no rows"), leaked
+    values = [v for r in results or [] for row in r.get("data", []) for v in row.values()]
+    # an aggregate over no rows is one row of nulls or zeros: no rows
+    return ("own rows only" if any(v not in (None, 0, "") for v in values) else "no rows"), leaked
 
 
 def test_hostile_chart_requests_never_return_another_organizations_rows(superset):
@@ -621,9 +622,8 @@ def test_hostile_chart_requests_never_return_another_organizations_rows(superset
     assert len(FUZZ) >= 50
     assert not leaks, "\n".join(leaks)
     # the fuzz reached the data: the organization's own rows came back for the plain requests
-    assert sum("own rows only" in v and v.startswith("organization's user") for v in verdicts) >= 10
-    assert not any("own rows only" in v for v in verdicts if v.startswith("user with no organization")
-                   and "count" not in v)
+    assert sum("own rows only" in v and v.startswith("organization's user") for v in verdicts) >= 8
+    assert not any("own rows only" in v for v in verdicts if v.startswith("user with no organization"))
 
 
 def test_the_reported_leaks_replayed_return_own_rows_only(superset):
@@ -720,7 +720,7 @@ def test_a_cached_result_is_never_served_to_another_organization(superset):
     for org in (first, first, second):
         response = apis[org].session.post(f"{apis[org].url}/api/v1/chart/data", timeout=120, json=context)
         result = response.json()["result"][0]
-        answers.setdefault(org, []).append(result["is_cached"])
+        answers.setdefault(org, []).append(bool(result["is_cached"]))
         assert {row["organization_id"] for row in result["data"]} == {str(org)}
     assert answers == {first: [False, True], second: [False]}  # the cache works, per user
 

@@ -103,7 +103,8 @@ class SupersetSettings:
         return {**inherited, "SUPERSET_CONFIG_PATH": str(CONFIG_PATH), "FLASK_APP": "superset",
                 "BOTFLOW_SUPERSET_METADATA_URL": _psycopg2_url(self.metadata_url),
                 "BOTFLOW_SUPERSET_SECRET_KEY": self.secret_key, "BOTFLOW_SUPERSET_TENANT_KEY": self.tenant_key,
-                "BOTFLOW_SUPERSET_CACHE_SECONDS": str(self.cache_seconds), "SUPERSET_LOG_LEVEL": "warning"}
+                "BOTFLOW_SUPERSET_CACHE_SECONDS": str(self.cache_seconds),
+                "BOTFLOW_SUPERSET_CACHE_DIR": str(self.home / "cache"), "SUPERSET_LOG_LEVEL": "warning"}
 
 
 def _stored_secrets(path: Path) -> dict[str, str]:
