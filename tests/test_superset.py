@@ -416,6 +416,19 @@ def ensure_user_without_organization(s, username: str, password: str) -> Superse
     return SupersetApi(s.url, username, password)
 
 
+def user_of(s, warehouse_url: str, organization_id, username: str) -> SupersetApi:
+    """`grant` a user one organization (by id), logged in."""
+    with psycopg.connect(warehouse_url) as conn:
+        name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
+                            (organization_id,)).fetchone()[0]
+    grant(s, warehouse_url, name, username, f"{username}-pw-1", progress=lambda _line: None)
+    return SupersetApi(s.url, username, f"{username}-pw-1")
+
+
+def dataset_ids(s) -> dict[str, int]:
+    return {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+
+
 def identifiers(warehouse_url: str) -> dict:
     """organization_id -> every id and name of that organization's rows (what a leak would show)."""
     out: dict = {}
@@ -598,14 +611,10 @@ def test_hostile_chart_requests_never_return_another_organizations_rows(superset
     by_org = identifiers(scenario.warehouse_url)
     orgs = sorted(by_org, key=str)
     mine, other = orgs[0], orgs[1]
-    with psycopg.connect(scenario.warehouse_url) as conn:
-        name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
-                            (mine,)).fetchone()[0]
-    grant(s, scenario.warehouse_url, name, "fuzz_org", "fuzz-org-pw-1", progress=lambda _line: None)
-    nobody = ensure_user_without_organization(s, "fuzz_nobody", "fuzz-nobody-pw-1")
-    users = {"organization's user": (SupersetApi(s.url, "fuzz_org", "fuzz-org-pw-1"), {mine}),
-             "user with no organization": (nobody, set())}
-    datasets = {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+    users = {"organization's user": (user_of(s, scenario.warehouse_url, mine, "fuzz_org"), {mine}),
+             "user with no organization": (ensure_user_without_organization(s, "fuzz_nobody", "fuzz-nobody-pw-1"),
+                                           set())}
+    datasets = dataset_ids(s)
     verdicts, leaks = [], []
     for label, (api, own) in users.items():
         foreign = set().union(*(ids for org, ids in by_org.items() if org not in own))
@@ -631,12 +640,8 @@ def test_the_reported_leaks_replayed_return_own_rows_only(superset):
     scenario, s = superset
     by_org = identifiers(scenario.warehouse_url)
     mine = sorted(by_org, key=str)[0]
-    with psycopg.connect(scenario.warehouse_url) as conn:
-        name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
-                            (mine,)).fetchone()[0]
-    grant(s, scenario.warehouse_url, name, "replay_org", "replay-org-pw-1", progress=lambda _line: None)
-    api = SupersetApi(s.url, "replay_org", "replay-org-pw-1")
-    dataset = {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+    api = user_of(s, scenario.warehouse_url, mine, "replay_org")
+    dataset = dataset_ids(s)
     foreign = set().union(*(ids for org, ids in by_org.items() if org != mine))
     for expression in (
             "query_to_xml('select organization_id, count(*) from marts.fct_bot_replies group by 1', true, false, '')",
@@ -669,11 +674,10 @@ def test_a_dataset_added_later_is_invisible_until_sync_then_filtered(superset, m
     api = admin(s)
     by_org = identifiers(scenario.warehouse_url)
     mine = sorted(by_org, key=str)[0]
+    analyst = user_of(s, scenario.warehouse_url, mine, "later_org")
     with psycopg.connect(scenario.warehouse_url) as conn:
         name = conn.execute("select organization_name from marts.dim_organizations where organization_id = %s",
                             (mine,)).fetchone()[0]
-    grant(s, scenario.warehouse_url, name, "later_org", "later-org-pw-1", progress=lambda _line: None)
-    analyst = SupersetApi(s.url, "later_org", "later-org-pw-1")
     spec = copy.deepcopy(load_spec())
     spec["datasets"]["replies_added_later"] = copy.deepcopy(spec["datasets"]["bot_replies"])
     with psycopg.connect(scenario.warehouse_url) as conn:
@@ -706,13 +710,9 @@ def test_a_cached_result_is_never_served_to_another_organization(superset):
     scenario, s = superset
     by_org = identifiers(scenario.warehouse_url)
     first, second = sorted(by_org, key=str)[:2]
-    with psycopg.connect(scenario.warehouse_url) as conn:
-        names = dict(conn.execute("select organization_id, organization_name from marts.dim_organizations"))
-    apis = {}
-    for org, user in ((first, "cache_a"), (second, "cache_b")):
-        grant(s, scenario.warehouse_url, names[org], user, f"{user}-pw-1", progress=lambda _line: None)
-        apis[org] = SupersetApi(s.url, user, f"{user}-pw-1")
-    dataset = {d["table_name"]: d["id"] for d in admin(s).list_all("/api/v1/dataset/", ["id", "table_name"])}
+    apis = {first: user_of(s, scenario.warehouse_url, first, "cache_a"),
+            second: user_of(s, scenario.warehouse_url, second, "cache_b")}
+    dataset = dataset_ids(s)
     context = _query_context(dataset["bot_replies"], {"columns": ["organization_id"],
                                                        "metrics": [_metric("count(*)")]}, "")
     context["force"] = False
@@ -750,9 +750,8 @@ def test_superset_holds_no_warehouse_owner_secret_and_no_password_on_a_command_l
 
 def test_warehouse_logins_reach_no_other_botflow_database(superset):
     scenario, s = superset
-    logins = [READER_ROLE, ADMIN_LOGIN, user_login("fuzz_org")]
-    grant(s, scenario.warehouse_url, _first_org_name(scenario), "fuzz_org",
-          "fuzz-org-pw-1", progress=lambda _line: None)
+    logins = [READER_ROLE, ADMIN_LOGIN, user_login("reach_org")]
+    user_of(s, scenario.warehouse_url, sorted(identifiers(scenario.warehouse_url), key=str)[0], "reach_org")
     others = [s.metadata_url, os.environ["BOTFLOW_DAGSTER_STORAGE_URL"].replace("postgresql+psycopg2://",
                                                                                 "postgresql://"), scenario.source_url]
     for login in logins:
@@ -761,7 +760,3 @@ def test_warehouse_logins_reach_no_other_botflow_database(superset):
             with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
                 psycopg.connect(psycopg.conninfo.make_conninfo(url, user=login)).close()
 
-
-def _first_org_name(scenario) -> str:
-    with psycopg.connect(scenario.warehouse_url) as conn:
-        return conn.execute("select organization_name from marts.dim_organizations order by 1 limit 1").fetchone()[0]
