@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from .settings import ConfigError, redact
+from .settings import ConfigError, redact, scrub
 
 
 @contextmanager
@@ -17,7 +17,7 @@ def connect(url: str, *, setting: str, autocommit: bool = False) -> Iterator[psy
         conn = psycopg.connect(url, autocommit=autocommit, options="-c timezone=UTC", connect_timeout=10)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot connect to {setting}={redact(url)}: {reason}") from exc
+        raise ConfigError(f"cannot connect to {setting}={redact(url)}: {scrub(reason, url)}") from None
     try:
         yield conn
     finally:

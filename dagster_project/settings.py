@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import conninfo
@@ -110,13 +111,41 @@ def validate_url(name: str, url: str) -> None:
     try:
         conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"{name} is not a valid PostgreSQL URL: {exc}") from exc
+        raise ConfigError(f"{name} is not a valid PostgreSQL URL: {scrub(str(exc), url).strip()} "
+                          "(%-encode special characters of the password)") from None
+
+
+_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
-    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+    """The URL (or key=value conninfo) with its password replaced, for messages and logs.
+
+    The password ends at the URL's last '@', so one with an unescaped '@' or a broken %-escape is
+    hidden whole (what follows a '@' in the query string is hidden too: more than needed, never less).
+    """
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        userinfo, at, host = rest.rpartition("@")
+        url = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}" if at and ":" in userinfo else url
+    return _CONNINFO_PASSWORD.sub(r"\1***", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """An error message about `url` without its password, as written or %-decoded (drivers echo both)."""
+    if "://" in url:
+        userinfo = url.split("://", 1)[1].rpartition("@")[0]
+        password = userinfo.split(":", 1)[1] if ":" in userinfo else ""
+    else:
+        match = _CONNINFO_PASSWORD.search(url)
+        password = match.group(2).strip("'") if match else ""
+    text = text.replace(url, redact(url))
+    # as written, %-decoded, and the pieces between '@'s (a driver may read the tail as the host)
+    forms = {password, unquote(password), *password.split("@")}
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= 3:  # a shorter one would blank out unrelated characters
+            text = text.replace(form, "***")
+    return text
 
 
 def dbt_env(warehouse_url: str) -> dict[str, str]:

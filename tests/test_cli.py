@@ -44,6 +44,19 @@ def test_unreachable_database_names_the_setting(capsys, monkeypatch, tmp_path):
     assert "secret" not in err
 
 
+@pytest.mark.parametrize("password", ["pa@ssword1", "p%zzsecret9", "se:c/r@et%41x", "s p@ce%"])
+def test_a_malformed_password_is_never_printed(capsys, monkeypatch, tmp_path, password):
+    """An unescaped '@', a broken %-escape: the driver's own message would echo it (issue #14)."""
+    monkeypatch.setenv("BOTFLOW_SOURCE_URL", f"postgresql://postgres:{password}@127.0.0.1:1/app")
+    monkeypatch.setenv("BOTFLOW_WAREHOUSE_URL", "postgresql://postgres@127.0.0.1:1/wh")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    code, err = run_cli(capsys, "simulate", "--start", "2026-03-01", "--days", "1", "--seed", "1")
+    assert code == 2 and err.startswith("botflow: error: ") and "BOTFLOW_SOURCE_URL" in err
+    assert len(err.splitlines()) == 1
+    for piece in {password, *password.split("@"), *password.split("%"), *password.split(":")}:
+        assert len(piece) < 3 or piece not in err, (piece, err)
+
+
 @pytest.mark.parametrize("days", ["0", "-3", "three"])
 def test_bad_day_counts(capsys, days):
     code, err = run_cli(capsys, "simulate", "--start", "2026-03-01", "--days", days, "--seed", "1")
@@ -63,3 +76,25 @@ def test_missing_source_tables_fail_at_once_naming_the_settings(make_scenario, d
     message = str(failure.value)
     assert "hourly_partition_job failed for [2026-03-01, 2026-03-02)" in message
     assert "source tables missing in schema 'public'" in message and "BOTFLOW_SOURCE_SCHEMA" in message
+
+
+def test_a_missing_source_column_fails_at_once_naming_it_and_the_settings(make_scenario, dagster_instance):
+    import time
+    from datetime import date
+
+    from dagster_project.definitions import defs
+    from dagster_project.runner import RunFailed, run_window
+    from dagster_project.simulate import create_source_tables
+
+    scenario = make_scenario("nocolumn")
+    with scenario.source() as conn:
+        create_source_tables(conn, "public")
+        conn.execute("alter table messages drop column updated_at")
+        conn.execute("alter table conversations drop column customer_phone")
+    began = time.monotonic()
+    with pytest.raises(RunFailed) as failure:
+        run_window(defs, dagster_instance, date(2026, 3, 1), date(2026, 3, 2), progress=lambda _: None)
+    message = str(failure.value)
+    assert "source columns missing in schema 'public': conversations.customer_phone, messages.updated_at" in message
+    assert "BOTFLOW_SOURCE_SCHEMA" in message
+    assert time.monotonic() - began < 30  # no retries (they took 48 s)

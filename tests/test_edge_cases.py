@@ -27,6 +27,7 @@ BOT_2 = uuid.UUID("0b000000-0000-0000-0000-000000000002")
 BOT_3 = uuid.UUID("0b000000-0000-0000-0000-000000000003")  # unpriced model, org B
 MISSING = uuid.UUID("0f000000-0000-0000-0000-00000000dead")
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before the first partition (BOTFLOW_PARTITIONS_START)
 
 
 def cid(n: int) -> uuid.UUID:
@@ -55,6 +56,7 @@ CONVERSATIONS = {
     13: (ORG_A, BOT_1, "+27820000013", "active", None, None, None, None, "conversation_started_at_invalid"),
     14: (ORG_A, BOT_1, "+27820000014", "active", FUTURE, None, None, None, "conversation_started_at_future"),
     15: (ORG_A, BOT_1, "+27820000015", "resolved", at(12), at(11), None, None, "conversation_ended_before_started"),
+    16: (ORG_A, BOT_1, "+27820000016", "active", EPOCH, None, None, None, "conversation_started_at_before_partitions"),
 }
 
 # message id -> (conversation, direction, created, response_time_ms, outcome, kb, model, prompt,
@@ -90,6 +92,7 @@ MESSAGES = {
     23: (2, "outbound", at(10, minutes=7), 100, "maybe", None, None, 0, 0, "message_outcome_unknown"),
     24: (MISSING, "inbound", at(10, minutes=8), None, None, None, None, 0, 0, "message_conversation_missing"),
     25: (10, "inbound", at(12), None, None, None, None, 0, 0, "message_conversation_rejected"),
+    26: (2, "inbound", EPOCH, None, None, None, None, 0, 0, "message_created_at_before_partitions"),
 }
 
 EVENTS = [  # (org, kind, occurred, expected rejection rule)
@@ -98,6 +101,7 @@ EVENTS = [  # (org, kind, occurred, expected rejection rule)
     (ORG_B, "api_call", at(16), None),  # an hour with only an api event
     (ORG_A, "ping", at(10, minutes=5), "api_event_kind_unknown"),
     (ORG_A, "api_call", FUTURE, "api_event_occurred_at_future"),
+    (ORG_A, "api_call", EPOCH, "api_event_occurred_at_before_partitions"),
 ]
 
 
@@ -206,6 +210,7 @@ def test_every_bad_row_rule_is_quarantined_with_its_rule(edge):
         assert row["run_id"] and row["source_row"], row
     swept = {r["source_id"] for r in quarantine if r["partition_hour"] is None}
     assert str(mid(21)) in swept and str(mid(22)) in swept and str(cid(13)) in swept
+    assert str(mid(26)) in swept and str(cid(16)) in swept  # dated 1970: in quarantine, not dropped
 
 
 def test_repairs_are_counted_per_rule_and_partition(edge):

@@ -90,11 +90,12 @@ def test_live_tables_match_a_computation_over_the_source_window(live, dagster_in
         conn.commit()
     # older hours come from the hourly partitions (the live run itself loads only the last two hours)
     from dagster_project.ingest.loader import load_window
+    from dagster_project.partitions import hourly_partitions
 
     hour = now.replace(minute=0, second=0, microsecond=0)
     with scenario.source() as src, scenario.warehouse() as wh:
         load_window(src, wh, source_schema="public", window_start=hour - timedelta(hours=3), window_end=hour,
-                    run_id="hourly", phone_hash_key="k", now=now)
+                    run_id="hourly", phone_hash_key="k", now=now, floor=hourly_partitions.start)
     run_job(dagster_instance, "live_job", defs=defs)
 
     metrics = {r["organization_id"]: r for r in fetch_table(scenario.warehouse_url, "live.organization_metrics",

@@ -22,7 +22,8 @@ from dagster_project.ingest.schema import ensure_raw_schema
 from dagster_project.simulate import create_source_tables
 
 ORG, BOT = uuid.UUID(int=1), uuid.UUID(int=2)
-PARAMS = {"future": "2026-05-01 00:00:00+00"}
+PARAMS = {"future": "2026-05-01 00:00:00+00", "floor": "2026-01-01 00:00:00+00"}
+FLOOR = datetime(2026, 1, 1, tzinfo=UTC)
 GOOD = "2026-04-01 10:00:00+00"
 HOUR = datetime(2026, 4, 1, 10, tzinfo=UTC)
 
@@ -59,7 +60,7 @@ def source_and_warehouse() -> Iterator[tuple[psycopg.Connection, psycopg.Connect
 
 def load(src: psycopg.Connection, wh: psycopg.Connection, hour: datetime) -> None:
     load_window(src, wh, source_schema="public", window_start=hour, window_end=hour + timedelta(hours=1),
-                run_id="test", phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC))
+                run_id="test", phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC), floor=FLOOR)
 
 
 def raw_ids(wh: psycopg.Connection, table: str) -> list[str]:
@@ -156,7 +157,7 @@ def test_rows_that_become_invalid_leave_the_raw_layer_from_any_window(source_and
 def test_a_load_analyzes_the_raw_tables_it_grew_by_a_tenth(source_and_warehouse):
     src, wh = source_and_warehouse
     load_range(src, wh, source_schema="public", start=HOUR, end=HOUR + timedelta(hours=1), run_id="test",
-               phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC))
+               phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC), floor=FLOOR)
     estimates = dict(wh.execute("select relname, reltuples from pg_class "
                                 "where relnamespace = 'raw'::regnamespace and relkind = 'r'").fetchall())
     assert estimates["messages"] == 2 and estimates["conversations"] == 2  # analyzed: they grew from nothing

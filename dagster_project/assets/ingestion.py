@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ..ingest.loader import LoadReport, SourceError, check_source_tables, load_range
-from ..ingest.rules import REJECTION_RULES, REPAIR_RULES
+from ..ingest.rules import REJECTION_RULES, REPAIR_RULES, SUPERSEDED_RULE, SUPERSEDED_TEXT
 from ..partitions import hourly_partitions
 from ..policies import POOL_RAW, RETRY_POLICY
 from ..resources import SourceDatabase, WarehouseDatabase
@@ -16,10 +16,11 @@ RAW_TABLES = {
     "bots": "Bots and their default LLM model, synced whole on every run.",
     "conversations": "Conversations started in the partition's hour, and those its messages belong to; "
     "the newest updated_at wins. Phones are stored as a keyed hash and the last 4 digits.",
-    "messages": "Messages created in the partition's hour, validated and repaired.",
+    "messages": "Messages created in the partition's hour, validated and repaired; the newest updated_at wins.",
     "api_events": "API calls and webhooks that occurred in the partition's hour.",
 }
-RULES_DOC = "\n".join(f"- `{rule}`: {text}" for rule, text in {**REJECTION_RULES, **REPAIR_RULES}.items())
+RULES_DOC = "\n".join(f"- `{rule}`: {text}" for rule, text in {
+    **REJECTION_RULES, SUPERSEDED_RULE: SUPERSEDED_TEXT, **REPAIR_RULES}.items())
 
 
 @dg.multi_asset(
@@ -56,8 +57,13 @@ def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, war
             run_id=context.run.run_id,
             phone_hash_key=source.phone_hash_key,
             now=datetime.now(UTC),
+            floor=hourly_partitions.start,
             progress=context.log.info,
         )
+    if report.stale_hours:  # rows moved out of hours outside this run: their marts count them still
+        context.log.warning(f"newer versions moved rows out of {len(report.stale_hours)} hours outside "
+                            f"[{window.start}, {window.end}): rebuild "
+                            + ", ".join(f"{hour:%Y-%m-%d-%H:00}" for hour in sorted(report.stale_hours)))
     for table in RAW_TABLES:
         yield dg.MaterializeResult(asset_key=["raw", table], metadata=report_metadata(report, table))
 
@@ -81,4 +87,9 @@ def report_metadata(report: LoadReport, table: str) -> dict[str, dg.MetadataValu
             metadata[f"rejected:{rule}"] = dg.MetadataValue.int(rejected.get(rule, 0) + swept.get(rule, 0))
         for rule, n in sorted(repaired.items()):
             metadata[f"repaired:{rule}"] = dg.MetadataValue.int(n)
+    superseded = report.rejected.get(SUPERSEDED_RULE, 0) + report.swept.get(SUPERSEDED_RULE, 0)
+    metadata["superseded_versions (all tables)"] = dg.MetadataValue.int(superseded)
+    if report.stale_hours:
+        metadata["stale_hours"] = dg.MetadataValue.text(
+            ", ".join(f"{hour:%Y-%m-%d-%H:00}" for hour in sorted(report.stale_hours)))
     return metadata

@@ -7,6 +7,7 @@ import dagster as dg
 from ..db import connect
 from ..ingest.loader import load_window
 from ..live.refresh import refresh_live_tables
+from ..partitions import hourly_partitions
 from ..policies import POOL_LIVE
 from ..resources import SourceDatabase, WarehouseDatabase
 
@@ -34,7 +35,8 @@ def live_tables(context: dg.AssetExecutionContext, source: SourceDatabase, wareh
     with source.connect() as src, warehouse.connect() as wh:
         report = load_window(src, wh, source_schema=source.schema_name, window_start=hour - timedelta(hours=1),
                              window_end=hour + timedelta(hours=1), run_id=context.run.run_id,
-                             phone_hash_key=source.phone_hash_key, now=now, log=False)
+                             phone_hash_key=source.phone_hash_key, now=now,
+                             floor=hourly_partitions.start, log=False)
     with connect(warehouse.url, setting="BOTFLOW_WAREHOUSE_URL", autocommit=True) as wh:
         refresh = refresh_live_tables(wh, now)
     lag = (refresh.refreshed_at - refresh.newest_message_at).total_seconds() if refresh.newest_message_at else None

@@ -5,8 +5,9 @@ The window is a whole number of hours `[window_start, window_end)`. For it, the 
   - the conversations the window's messages belong to (so a message is judged against its
     conversation whatever order partitions run in);
   - all bots and organizations (small tables, synced whole);
-  - rows whose event timestamp is null or more than 5 minutes in the future of the run: they
-    belong to no partition, so every run sweeps them into quarantine with `partition_hour` null.
+  - rows whose event timestamp is null, more than 5 minutes in the future of the run, or before the
+    first partition: they belong to no partition, so every run sweeps them into quarantine with
+    `partition_hour` null.
 Then every row is checked against metrics.md "Bad rows": rejected rows go to raw.quarantine with
 the rule, the partition hour and the run id; repaired rows are kept and counted in raw.repairs.
 Re-running a window replaces exactly what that window wrote (idempotent).
@@ -41,7 +42,8 @@ create temp table land_api_events (id bigint, organization_id uuid, bot_id uuid,
 """
 
 
-def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, phone_key: str) -> dict:
+def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, floor: datetime,
+                   phone_key: str) -> dict:
     """The COPY-out query per landing table. Phones are hashed (keyed) in the source query itself,
     so a phone number never leaves the app database in the clear."""
     p = {
@@ -49,10 +51,12 @@ def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, ph
         "lo": sql.Literal(lo),
         "hi": sql.Literal(hi),
         "future": sql.Literal(future),
+        "floor": sql.Literal(floor),
         "key": sql.Literal(phone_key),
     }
     message_window = (
-        "(m.created_at >= {lo} and m.created_at < {hi}) or m.created_at is null or m.created_at > {future}"
+        "(m.created_at >= {lo} and m.created_at < {hi}) or m.created_at is null or m.created_at > {future} "
+        "or m.created_at < {floor}"
     )
     q = {
         "land_organizations": "select id, name, timezone, created_at::text from {s}.organizations",
@@ -63,7 +67,8 @@ def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, ph
         "land_conversations": """
             with wanted as (
               select id from {s}.conversations where started_at >= {lo} and started_at < {hi}
-              union select id from {s}.conversations where started_at is null or started_at > {future}
+              union select id from {s}.conversations
+                where started_at is null or started_at > {future} or started_at < {floor}
               union select m.conversation_id from {s}.messages m where """ + message_window + """
             )
             select c.id, c.organization_id, c.bot_id,
@@ -71,14 +76,15 @@ def source_queries(schema: str, lo: datetime, hi: datetime, future: datetime, ph
               right(c.customer_phone, 4), c.status, c.started_at::text, c.ended_at::text,
               c.handoff_at::text, c.customer_satisfaction, c.updated_at::text,
               case when c.started_at >= {lo} and c.started_at < {hi} then 'own'
-                   when c.started_at is null or c.started_at > {future} then 'swept'
+                   when c.started_at is null or c.started_at > {future} or c.started_at < {floor} then 'swept'
                    else 'ref' end
             from {s}.conversations c join wanted w on w.id = c.id""",
         "land_messages": "select m.id, m.conversation_id, m.direction, m.created_at::text, m.response_time_ms, "
         "m.outcome, m.knowledge_base_hit, m.llm_model, m.prompt_tokens, m.completion_tokens, "
         "m.updated_at::text from {s}.messages m where " + message_window,
         "land_api_events": "select id, organization_id, bot_id, kind, occurred_at::text from {s}.api_events "
-        "where (occurred_at >= {lo} and occurred_at < {hi}) or occurred_at is null or occurred_at > {future}",
+        "where (occurred_at >= {lo} and occurred_at < {hi}) or occurred_at is null or occurred_at > {future} "
+        "or occurred_at < {floor}",
     }
     return {table: sql.SQL(text).format(**p) for table, text in q.items()}
 
@@ -92,6 +98,8 @@ class LoadReport:
     rejected: dict[str, int] = field(default_factory=dict)  # rule -> rows of the window
     swept: dict[str, int] = field(default_factory=dict)  # rule -> rows with a null or future timestamp
     repaired: dict[str, int] = field(default_factory=dict)  # rule -> rows
+    # hours of other windows whose rows a newer version moved here: their marts must be rebuilt
+    stale_hours: set[datetime] = field(default_factory=set)
 
     @property
     def rejected_total(self) -> int:
@@ -109,6 +117,7 @@ class LoadReport:
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         self.swept = dict(other.swept)  # every window sweeps the same rows: keep the latest count
+        self.stale_hours |= other.stale_hours
 
 
 SOURCE_TABLES = ("organizations", "bots", "conversations", "messages", "api_events")
@@ -118,15 +127,29 @@ class SourceError(Exception):
     """The source database is not as the contract (shared/spec/source.sql) describes it."""
 
 
+# the source columns the loader reads (shared/spec/source.sql): the landed ones, the phone in the clear
+SOURCE_COLUMNS = {table: tuple(dict.fromkeys("customer_phone" if c.startswith("customer_phone") else c
+                                             for c in columns))
+                  for table, columns in rules.LANDED_COLUMNS.items()}
+
+
 def check_source_tables(source: psycopg.Connection, schema: str) -> None:
-    found = {r[0] for r in source.execute(
-        "select table_name from information_schema.tables where table_schema = %s", (schema,))}
+    """Every table and column the loader reads exists, or one error naming them and the settings."""
+    found: dict[str, set[str]] = {}
+    for table, column in source.execute(
+            "select table_name, column_name from information_schema.columns where table_schema = %s", (schema,)):
+        found.setdefault(table, set()).add(column)
     missing = [t for t in SOURCE_TABLES if t not in found]
     if missing:
         raise SourceError(
             f"source tables missing in schema {schema!r}: {', '.join(missing)} "
             f"(check BOTFLOW_SOURCE_URL and BOTFLOW_SOURCE_SCHEMA, or run `botflow simulate`)"
         )
+    columns = [f"{t}.{c}" for t in SOURCE_TABLES for c in SOURCE_COLUMNS[t] if c not in found[t]]
+    if columns:
+        raise SourceError(
+            f"source columns missing in schema {schema!r}: {', '.join(columns)} (the contract is "
+            f"docs/contract/source.sql; check BOTFLOW_SOURCE_URL and BOTFLOW_SOURCE_SCHEMA)")
 
 
 def _check_window(lo: datetime, hi: datetime) -> None:
@@ -149,16 +172,20 @@ def load_window(
     run_id: str,
     phone_hash_key: str,
     now: datetime,
+    floor: datetime,
     log: bool = True,
 ) -> LoadReport:
     """Load `[window_start, window_end)` in one warehouse transaction; idempotent.
+
+    `floor` is the first partition's start: rows dated before it belong to no partition and are swept
+    into quarantine by every window, like those dated in the future.
 
     `log=False` skips the raw.ingest_log row (the live feed reloads the last two hours every few seconds).
     """
     _check_window(window_start, window_end)
     future = now + FUTURE_TOLERANCE
     report = LoadReport(window_start, window_end)
-    params = {"lo": window_start, "hi": window_end, "future": future, "run_id": run_id}
+    params = {"lo": window_start, "hi": window_end, "future": future, "floor": floor, "run_id": run_id}
     with warehouse.transaction(), warehouse.cursor() as wh:
         ensure_raw_schema(warehouse)
         # one writer of the raw layer at a time: windows overlap in the swept rows and dimensions
@@ -172,14 +199,22 @@ def load_window(
             src.execute("set transaction isolation level repeatable read, read only")
             # timestamps travel as text: ISO output parses the same whatever the warehouse's DateStyle
             src.execute("set local datestyle = 'ISO'")
-            for table, query in source_queries(source_schema, window_start, window_end, future,
+            for table, query in source_queries(source_schema, window_start, window_end, future, floor,
                                                phone_hash_key).items():
                 report.source_rows[table.removeprefix("land_")] = _copy_between(src, wh, query, table)
+        for statement in rules.SUPERSEDE:  # duplicate ids: the newest version alone goes on
+            wh.execute(statement, params)
         validate(warehouse, params)
         for table, statement in rules.LOAD:
             wh.execute(statement, params)
             if table:
                 report.loaded_rows[table] = report.loaded_rows.get(table, 0) + max(wh.rowcount, 0)
+        for table, statement in rules.REPLACE_VERSIONS.items():  # ids raw already holds, in another version
+            valid = wh.execute(f"select count(*) from v_{table} where rejected_by is null").fetchone()[0]
+            if report.loaded_rows.get(table, 0) < valid:
+                replaced = wh.execute(statement, params).fetchall()
+                report.loaded_rows[table] += len(replaced)
+                report.stale_hours.update(hour for _, hours in replaced[:1] for hour in hours or ())
         for statement in rules.QUARANTINE_AND_REPAIRS:
             wh.execute(statement, params)
         wh.execute(rules.REJECTED_COUNTS, params)
@@ -242,6 +277,7 @@ def load_range(
     run_id: str,
     phone_hash_key: str,
     now: datetime,
+    floor: datetime,
     chunk_hours: int = 24,
     progress: Callable[[str], None] | None = None,
 ) -> LoadReport:
@@ -252,12 +288,22 @@ def load_range(
     chunks = hour_chunks(start, end, chunk_hours)
     for i, (lo, hi) in enumerate(chunks, 1):
         report = load_window(source, warehouse, source_schema=source_schema, window_start=lo,
-                             window_end=hi, run_id=run_id, phone_hash_key=phone_hash_key, now=now)
+                             window_end=hi, run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
         total.merge(report)
         if progress:
             progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) ({i}/{len(chunks)}): "
                      f"{report.loaded_rows.get('messages', 0)} messages, {report.rejected_total} rejected, "
                      f"{report.repaired_total} repaired")
+    # a later chunk moved rows out of an earlier one (a newer version elsewhere): load that chunk again,
+    # so that the range ends as it would in any other order (its quarantine included)
+    again = [(lo, hi) for lo, hi in chunks if any(lo <= hour < hi for hour in total.stale_hours)]
+    for lo, hi in again:
+        load_window(source, warehouse, source_schema=source_schema, window_start=lo, window_end=hi,
+                    run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
+        if progress:
+            progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) again: newer versions of its rows "
+                     "were found in a later window")
+    total.stale_hours = {hour for hour in total.stale_hours if not start <= hour < end}
     analyze_grown_tables(warehouse, total.loaded_rows)
     return total
 

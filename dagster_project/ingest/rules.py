@@ -14,18 +14,24 @@ REJECTION_RULES = {
     "conversation_started_at_invalid": "conversations.started_at is null or unparsable",
     "conversation_timestamp_unparsable": "conversations.ended_at or handoff_at is not a timestamp",
     "conversation_started_at_future": "conversations.started_at is more than 5 minutes after the run",
+    "conversation_started_at_before_partitions": "conversations.started_at is before the first partition "
+    "(BOTFLOW_PARTITIONS_START)",
     "conversation_ended_before_started": "conversations.ended_at is before started_at",
     "conversation_bot_missing": "the conversation's bot does not exist",
     "conversation_organization_missing": "the conversation's organization does not exist",
     "message_direction_unknown": "messages.direction is not inbound or outbound",
     "message_created_at_invalid": "messages.created_at is null or unparsable",
     "message_created_at_future": "messages.created_at is more than 5 minutes after the run",
+    "message_created_at_before_partitions": "messages.created_at is before the first partition "
+    "(BOTFLOW_PARTITIONS_START)",
     "message_outcome_unknown": "a bot reply's outcome is not success, failed or fallback",
     "message_conversation_missing": "the message's conversation does not exist",
     "message_conversation_rejected": "the message's conversation was rejected",
     "api_event_kind_unknown": "api_events.kind is not api_call or webhook_received",
     "api_event_occurred_at_invalid": "api_events.occurred_at is null or unparsable",
     "api_event_occurred_at_future": "api_events.occurred_at is more than 5 minutes after the run",
+    "api_event_occurred_at_before_partitions": "api_events.occurred_at is before the first partition "
+    "(BOTFLOW_PARTITIONS_START)",
 }
 REPAIR_RULES = {
     "conversation_csat_out_of_range": "customer_satisfaction outside 1..5 is treated as null",
@@ -34,6 +40,62 @@ REPAIR_RULES = {
     "on an inbound message are ignored",
     "message_tokens_invalid": "negative (or null) token counts are treated as 0",
 }
+
+# Duplicate keys. The source enforces no key: several rows may share an id. The newest `updated_at`
+# wins (an unparsable or missing one counts as oldest); between versions with the same `updated_at`,
+# the one with the larger VERSION hash of its landed values, so the choice never depends on load order.
+# Superseded versions are taken out of the landing tables before any check (the winner alone is
+# judged) and kept in quarantine under SUPERSEDED_RULE. Across windows, raw keeps each row's
+# `_version` and an insert replaces a row only with a version that wins by the same order.
+SUPERSEDED_RULE = "duplicate_id_superseded"
+SUPERSEDED_TEXT = ("another row with the same id has a newer updated_at (or, at the same updated_at, a larger "
+                   "version hash): the newest version wins")
+LANDED_COLUMNS = {
+    "organizations": ("id", "name", "timezone", "created_at"),
+    "bots": ("id", "organization_id", "name", "llm_model", "created_at", "updated_at"),
+    "conversations": ("id", "organization_id", "bot_id", "customer_phone_hash", "customer_phone_last4", "status",
+                      "started_at", "ended_at", "handoff_at", "customer_satisfaction", "updated_at"),
+    "messages": ("id", "conversation_id", "direction", "created_at", "response_time_ms", "outcome",
+                 "knowledge_base_hit", "llm_model", "prompt_tokens", "completion_tokens", "updated_at"),
+    "api_events": ("id", "organization_id", "bot_id", "kind", "occurred_at"),
+}
+EVENT_TIME = {"conversations": "started_at", "messages": "created_at", "api_events": "occurred_at"}
+
+
+def version(table: str, alias: str) -> str:
+    """A row version's tie-break: a hash of its landed values (the same from any window)."""
+    return f"hashtextextended(row({', '.join(f'{alias}.{c}' for c in LANDED_COLUMNS[table])})::text, 0)"
+
+
+def _updated(table: str, alias: str) -> str:
+    if "updated_at" not in LANDED_COLUMNS[table]:
+        return "'-infinity'::timestamptz"
+    return f"coalesce(raw.try_timestamptz({alias}.updated_at), '-infinity')"
+
+
+def _supersede(table: str) -> str:
+    event = f"l.{EVENT_TIME[table]}" if table in EVENT_TIME else "null::text"
+    return f"""
+    with ranked as (
+      select l.ctid as row_id, row_number() over (
+        partition by l.id order by {_updated(table, 'l')} desc, {version(table, 'l')} desc) as version_rank
+      from land_{table} l
+      where l.id in (select id from land_{table} group by id having count(*) > 1)
+    ), superseded as (
+      delete from land_{table} l using ranked r where l.ctid = r.row_id and r.version_rank > 1
+      returning l.*
+    )
+    insert into land_superseded (source_table, source_id, event_time, source_row)
+    select '{table}', l.id::text, {event}, to_jsonb(l) from superseded l
+    """
+
+
+SUPERSEDE = [
+    "create temp table land_superseded (source_table text, source_id text, event_time text, source_row jsonb) "
+    "on commit drop",
+    *(_supersede(table) for table in LANDED_COLUMNS),
+]
+
 
 # Checks every landed row. Timestamps are parsed by raw.try_timestamptz, which turns an unparsable
 # value into null (so the row's rule rejects it) at the price of a PL/pgSQL exception block per value.
@@ -48,6 +110,7 @@ VALIDATE = [
         when (l.ended_at is not null and t.ended_ts is null) or (l.handoff_at is not null and t.handoff_ts is null)
           then 'conversation_timestamp_unparsable'
         when t.started_ts > %(future)s then 'conversation_started_at_future'
+        when t.started_ts < %(floor)s then 'conversation_started_at_before_partitions'
         when t.ended_ts < t.started_ts then 'conversation_ended_before_started'
         when not exists (select 1 from land_bots b where b.id = l.bot_id) then 'conversation_bot_missing'
         when not exists (select 1 from land_organizations o where o.id = l.organization_id)
@@ -69,6 +132,7 @@ VALIDATE = [
         when l.direction is null or l.direction not in ('inbound', 'outbound') then 'message_direction_unknown'
         when t.created_ts is null then 'message_created_at_invalid'
         when t.created_ts > %(future)s then 'message_created_at_future'
+        when t.created_ts < %(floor)s then 'message_created_at_before_partitions'
         when l.direction = 'outbound' and l.outcome not in ('success', 'failed', 'fallback')
           then 'message_outcome_unknown'
         when c.id is null then 'message_conversation_missing'
@@ -98,6 +162,7 @@ VALIDATE = [
         when l.kind is null or l.kind not in ('api_call', 'webhook_received') then 'api_event_kind_unknown'
         when t.occurred_ts is null then 'api_event_occurred_at_invalid'
         when t.occurred_ts > %(future)s then 'api_event_occurred_at_future'
+        when t.occurred_ts < %(floor)s then 'api_event_occurred_at_before_partitions'
       end as rejected_by
     from land_api_events l
     cross join lateral (select raw.try_timestamptz(l.occurred_at) as occurred_ts) t
@@ -119,10 +184,85 @@ VALIDATE_STRICT = [_strict(statement) for statement in VALIDATE]
 _DELETE_REJECTED = (
     "delete from raw.{table} where id = any(array(select id from v_{table} where rejected_by is not null))")
 
+# What raw stores of a valid landed row: raw column -> expression over v_<table> (the repairs applied).
+RAW_VALUES = {
+    "conversations": {
+        "id": "v.id", "organization_id": "v.organization_id", "bot_id": "v.bot_id",
+        "customer_phone_hash": "v.customer_phone_hash", "customer_phone_last4": "v.customer_phone_last4",
+        "status": "v.status", "started_at": "v.started_ts", "ended_at": "v.ended_ts", "handoff_at": "v.handoff_ts",
+        "customer_satisfaction": "case when v.customer_satisfaction between 1 and 5 then v.customer_satisfaction end",
+        "updated_at": "v.updated_ts", "repaired_rules": "v.repaired_rules",
+    },
+    "messages": {
+        "id": "v.id", "conversation_id": "v.conversation_id", "direction": "v.direction", "created_at": "v.created_ts",
+        "response_time_ms":
+            "case when v.direction = 'outbound' and v.response_time_ms >= 0 then v.response_time_ms end",
+        "outcome": "case when v.direction = 'outbound' then v.outcome end",
+        "knowledge_base_hit": "case when v.direction = 'outbound' then v.knowledge_base_hit end",
+        "llm_model": "case when v.direction = 'outbound' then v.llm_model end",
+        "prompt_tokens": "case when v.direction = 'outbound' then greatest(coalesce(v.prompt_tokens, 0), 0) else 0 end",
+        "completion_tokens":
+            "case when v.direction = 'outbound' then greatest(coalesce(v.completion_tokens, 0), 0) else 0 end",
+        "updated_at": "v.updated_ts", "repaired_rules": "v.repaired_rules",
+    },
+    "api_events": {"id": "v.id", "organization_id": "v.organization_id", "bot_id": "v.bot_id", "kind": "v.kind",
+                   "occurred_at": "v.occurred_ts"},
+}
+
+
+def _insert_new(table: str) -> str:
+    """Step 1: the valid rows whose id raw does not hold yet (nearly all of them)."""
+    values = RAW_VALUES[table]
+    return f"""
+    insert into raw.{table} ({', '.join(values)}, _run_id, _version)
+    select {', '.join(values.values())}, %(run_id)s, {version(table, 'v')}
+    from v_{table} v where v.rejected_by is null
+    on conflict (id) do nothing
+    """
+
+
+def _replace_versions(table: str) -> str:
+    """Step 2, when step 1 skipped rows: ids raw holds in another version (loaded by another window).
+
+    The version that wins (newest updated_at, then the larger hash) stays or replaces raw's row. An
+    incoming version that loses is a duplicate the source still holds: quarantined with this window's
+    partition (via land_superseded). A raw row replaced from another window is either an update of that
+    row or a duplicate; which, only that window's next load can tell: its hour is returned as stale.
+    """
+    values = RAW_VALUES[table]
+    event = EVENT_TIME[table]
+    has_updated = "updated_at" in values
+    updated = (lambda alias: f"coalesce({alias}.updated_at, '-infinity')") if has_updated else (
+        lambda alias: "'-infinity'::timestamptz")
+    wins = f"({updated('i')}, i._version) > ({updated('r')}, coalesce(r._version, -9223372036854775808))"
+    return f"""
+    with incoming as (
+      select {', '.join(f'{expr} as {col}' for col, expr in values.items())}, {version(table, 'v')} as _version,
+        to_jsonb(landed) as landed
+      from v_{table} v join raw.{table} r on r.id = v.id
+      cross join lateral (select {', '.join(f'v.{c}' for c in LANDED_COLUMNS[table])}) landed
+      where v.rejected_by is null and r._version is distinct from {version(table, 'v')}
+    ), moved as (
+      select distinct date_trunc('hour', r.{event}, 'UTC') as hour
+      from raw.{table} r join incoming i on i.id = r.id
+      where {wins} and not (r.{event} >= %(lo)s and r.{event} < %(hi)s)
+    ), kept as (
+      insert into land_superseded (source_table, source_id, event_time, source_row)
+      select '{table}', i.id::text, i.{event}::text, i.landed
+      from incoming i join raw.{table} r on r.id = i.id
+      where not {wins}
+    )
+    update raw.{table} r set {', '.join(f'{col} = i.{col}' for col in values if col != 'id')},
+      _run_id = %(run_id)s, _loaded_at = now(), _version = i._version
+    from incoming i where i.id = r.id and {wins}
+    returning r.id, (select array_agg(hour) from moved)
+    """
+
+
 # (table whose loaded row count the statement reports, or None) -> statement.
 # Messages and API events: the window's rows are deleted by time (an index range), then inserted.
-# A row whose timestamp moved here from another window is updated in place by the insert's own key
-# check, so nothing joins the landed ids against all of raw (that scan grew with history).
+# A row whose timestamp moved here from another window, or another version of an id raw holds, is
+# settled by step 2 (_replace_versions), run only when step 1 skipped rows.
 LOAD = [
     (None, """
     insert into raw.organizations (id, name, timezone, created_at, _run_id)
@@ -149,55 +289,28 @@ LOAD = [
     """),
     # `= any(array(...))` probes the primary key per rejected id; a join or an OR scanned all of raw
     (None, _DELETE_REJECTED.format(table="conversations")),
-    ("conversations", """
-    insert into raw.conversations (id, organization_id, bot_id, customer_phone_hash, customer_phone_last4,
-      status, started_at, ended_at, handoff_at, customer_satisfaction, updated_at, repaired_rules, _run_id)
-    select id, organization_id, bot_id, customer_phone_hash, customer_phone_last4, status, started_ts,
-      ended_ts, handoff_ts,
-      case when customer_satisfaction between 1 and 5 then customer_satisfaction end,
-      updated_ts, repaired_rules, %(run_id)s
-    from v_conversations where rejected_by is null
-    on conflict (id) do update set organization_id = excluded.organization_id, bot_id = excluded.bot_id,
-      customer_phone_hash = excluded.customer_phone_hash, customer_phone_last4 = excluded.customer_phone_last4,
-      status = excluded.status, started_at = excluded.started_at, ended_at = excluded.ended_at,
-      handoff_at = excluded.handoff_at, customer_satisfaction = excluded.customer_satisfaction,
-      updated_at = excluded.updated_at, repaired_rules = excluded.repaired_rules,
-      _run_id = excluded._run_id, _loaded_at = now()
-    where raw.conversations.updated_at is null or excluded.updated_at >= raw.conversations.updated_at
-    """),
+    ("conversations", _insert_new("conversations")),
     (None, "delete from raw.messages where created_at >= %(lo)s and created_at < %(hi)s"),
     (None, _DELETE_REJECTED.format(table="messages")),
-    ("messages", """
-    insert into raw.messages (id, conversation_id, direction, created_at, response_time_ms, outcome,
-      knowledge_base_hit, llm_model, prompt_tokens, completion_tokens, updated_at, repaired_rules, _run_id)
-    select id, conversation_id, direction, created_ts,
-      case when direction = 'outbound' and response_time_ms >= 0 then response_time_ms end,
-      case when direction = 'outbound' then outcome end,
-      case when direction = 'outbound' then knowledge_base_hit end,
-      case when direction = 'outbound' then llm_model end,
-      case when direction = 'outbound' then greatest(coalesce(prompt_tokens, 0), 0) else 0 end,
-      case when direction = 'outbound' then greatest(coalesce(completion_tokens, 0), 0) else 0 end,
-      updated_ts, repaired_rules, %(run_id)s
-    from v_messages where rejected_by is null
-    on conflict (id) do update set conversation_id = excluded.conversation_id, direction = excluded.direction,
-      created_at = excluded.created_at, response_time_ms = excluded.response_time_ms, outcome = excluded.outcome,
-      knowledge_base_hit = excluded.knowledge_base_hit, llm_model = excluded.llm_model,
-      prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-      updated_at = excluded.updated_at, repaired_rules = excluded.repaired_rules,
-      _run_id = excluded._run_id, _loaded_at = now()
-    """),
+    ("messages", _insert_new("messages")),
     (None, "delete from raw.api_events where occurred_at >= %(lo)s and occurred_at < %(hi)s"),
     (None, _DELETE_REJECTED.format(table="api_events")),
-    ("api_events", """
-    insert into raw.api_events (id, organization_id, bot_id, kind, occurred_at, _run_id)
-    select id, organization_id, bot_id, kind, occurred_ts, %(run_id)s from v_api_events
-    where rejected_by is null
-    on conflict (id) do update set organization_id = excluded.organization_id, bot_id = excluded.bot_id,
-      kind = excluded.kind, occurred_at = excluded.occurred_at, _run_id = excluded._run_id, _loaded_at = now()
-    """),
+    ("api_events", _insert_new("api_events")),
 ]
+REPLACE_VERSIONS = {table: _replace_versions(table) for table in RAW_VALUES}
 
 _IN_WINDOW = "{ts} >= %(lo)s and {ts} < %(hi)s"
+# the superseded versions this window answers for: its own, those swept up (no or a future event
+# time), and those of bots and organizations (landed by every window, recorded with no partition)
+_SUPERSEDED_OWN = """
+    select *, swept_or_none or ts >= %(hi)s as swept from (
+      select l.*, raw.try_timestamptz(l.event_time) as ts,
+        l.event_time is null or raw.try_timestamptz(l.event_time) is null
+          or raw.try_timestamptz(l.event_time) > %(future)s
+          or raw.try_timestamptz(l.event_time) < %(floor)s as swept_or_none
+      from land_superseded l) s
+    where swept_or_none or (ts >= %(lo)s and ts < %(hi)s)
+"""
 _HOUR = "case when " + _IN_WINDOW + " then date_trunc('hour', {ts}, 'UTC') end"
 
 QUARANTINE_AND_REPAIRS = [
@@ -218,6 +331,9 @@ QUARANTINE_AND_REPAIRS = [
     select 'api_events', id::text, rejected_by, {_HOUR.format(ts='occurred_ts')}, %(run_id)s,
       to_jsonb(v) - 'occurred_ts' - 'rejected_by'
     from v_api_events v where rejected_by is not null
+    union all
+    select source_table, source_id, '{SUPERSEDED_RULE}', {_HOUR.format(ts='ts')}, %(run_id)s, source_row
+    from ({_SUPERSEDED_OWN}) s
     """,
     "delete from raw.repairs where partition_hour >= %(lo)s and partition_hour < %(hi)s",
     f"""
@@ -238,10 +354,12 @@ REJECTED_COUNTS = """
 select rejected_by, swept, count(*)::int from (
   select rejected_by, role = 'swept' as swept from v_conversations
   where rejected_by is not null and role in ('own', 'swept')
-  union all select rejected_by, created_ts is null or created_ts >= %(hi)s from v_messages
+  union all select rejected_by, created_ts is null or created_ts >= %(hi)s or created_ts < %(lo)s from v_messages
   where rejected_by is not null
-  union all select rejected_by, occurred_ts is null or occurred_ts >= %(hi)s from v_api_events
+  union all select rejected_by, occurred_ts is null or occurred_ts >= %(hi)s or occurred_ts < %(lo)s
+  from v_api_events
   where rejected_by is not null
+  union all select '""" + SUPERSEDED_RULE + """', swept from (""" + _SUPERSEDED_OWN + """) s
 ) r group by 1, 2 order by 1, 2
 """
 REPAIRED_COUNTS = """

@@ -54,6 +54,11 @@ create table if not exists raw.api_events (
   _run_id text, _loaded_at timestamptz not null default now());
 create index if not exists api_events_occurred_at_idx on raw.api_events (occurred_at);
 
+-- each row's version hash, the tie-break between versions of an id with the same updated_at (rules.py)
+alter table raw.conversations add column if not exists _version bigint;
+alter table raw.messages add column if not exists _version bigint;
+alter table raw.api_events add column if not exists _version bigint;
+
 -- rows whose meaning is unknown: kept here with the rule they broke, never in a metric.
 -- partition_hour is null for rows swept up because their timestamp is null or in the future.
 create table if not exists raw.quarantine (

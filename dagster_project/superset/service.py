@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo, sql
 
-from ..settings import REPO_ROOT, ConfigError, Settings, redact
+from ..settings import REPO_ROOT, ConfigError, Settings, redact, scrub
 from .logins import READER_LOGIN, login_password
 
 SUPERSET_VERSION = "6.1.0"
@@ -163,7 +163,8 @@ def ensure_metadata_database(s: SupersetSettings) -> None:
             if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is None:
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     except psycopg.OperationalError as exc:
-        raise ConfigError(f"BOTFLOW_SUPERSET_METADATA_URL={redact(s.metadata_url)}: cannot connect ({exc})") from exc
+        raise ConfigError(f"BOTFLOW_SUPERSET_METADATA_URL={redact(s.metadata_url)}: cannot connect "
+                          f"({scrub(str(exc), s.metadata_url)})") from None
 
 
 def _superset(s: SupersetSettings, *args: str, log) -> None:

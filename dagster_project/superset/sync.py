@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import conninfo, sql
 
-from ..settings import redact
+from ..settings import redact, scrub
 from ..tenancy import (
     ALL_ORGANIZATIONS_ROLE,
     ISOLATED_SCHEMAS,
@@ -100,7 +100,7 @@ def close_other_databases(urls: Iterable[str], progress: Callable[[str], None]) 
                     database, sql.Identifier(conn.info.user)))
                 conn.execute(sql.SQL("revoke connect on database {} from public").format(database))
         except psycopg.Error as exc:
-            progress(f"warning: tenant logins may still connect to {redact(url)}: {str(exc).strip()}")
+            progress(f"warning: tenant logins may still connect to {redact(url)}: {scrub(str(exc).strip(), url)}")
 
 
 def reader_uri(warehouse_url: str, password: str | None) -> str:
