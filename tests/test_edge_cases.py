@@ -93,6 +93,8 @@ MESSAGES = {
     24: (MISSING, "inbound", at(10, minutes=8), None, None, None, None, 0, 0, "message_conversation_missing"),
     25: (10, "inbound", at(12), None, None, None, None, 0, 0, "message_conversation_rejected"),
     26: (2, "inbound", EPOCH, None, None, None, None, 0, 0, "message_created_at_before_partitions"),
+    27: (2, "outbound", at(10, minutes=9), 100, "success", None, None, 2**31 - 1, 2**31 - 1,
+         "message_tokens_out_of_range"),  # 2^31-1 twice overflowed fct_bot_replies.tokens
 }
 
 EVENTS = [  # (org, kind, occurred, expected rejection rule)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+MAX_TOKENS = 10_000_000  # per message and kind; the largest LLM context windows hold about 2M tokens
+
 # rule name -> what it means (also the text shown in docs and check messages)
 REJECTION_RULES = {
     "conversation_status_unknown": "conversations.status is not active, resolved or escalated",
@@ -25,6 +27,8 @@ REJECTION_RULES = {
     "message_created_at_before_partitions": "messages.created_at is before the first partition "
     "(BOTFLOW_PARTITIONS_START)",
     "message_outcome_unknown": "a bot reply's outcome is not success, failed or fallback",
+    "message_tokens_out_of_range": f"a bot reply's prompt_tokens or completion_tokens is above {MAX_TOKENS:,} "
+    "(no LLM call uses that many; the marts' integer columns would overflow)",
     "message_conversation_missing": "the message's conversation does not exist",
     "message_conversation_rejected": "the message's conversation was rejected",
     "api_event_kind_unknown": "api_events.kind is not api_call or webhook_received",
@@ -135,6 +139,8 @@ VALIDATE = [
         when t.created_ts < %(floor)s then 'message_created_at_before_partitions'
         when l.direction = 'outbound' and l.outcome not in ('success', 'failed', 'fallback')
           then 'message_outcome_unknown'
+        when l.direction = 'outbound' and greatest(l.prompt_tokens, l.completion_tokens) > __MAX_TOKENS__
+          then 'message_tokens_out_of_range'
         when c.id is null then 'message_conversation_missing'
         when c.rejected_by is not null then 'message_conversation_rejected'
       end as rejected_by,
@@ -168,6 +174,9 @@ VALIDATE = [
     cross join lateral (select raw.try_timestamptz(l.occurred_at) as occurred_ts) t
     """,
 ]
+
+
+VALIDATE = [statement.replace("__MAX_TOKENS__", str(MAX_TOKENS)) for statement in VALIDATE]
 
 
 def _strict(statement: str) -> str:
