@@ -96,7 +96,7 @@ class LoadReport:
     source_rows: dict[str, int] = field(default_factory=dict)
     loaded_rows: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)  # rule -> rows of the window
-    swept: dict[str, int] = field(default_factory=dict)  # rule -> rows with a null or future timestamp
+    swept: dict[str, int] = field(default_factory=dict)  # rule -> rows dated null, in the future or pre-partitions
     repaired: dict[str, int] = field(default_factory=dict)  # rule -> rows
     # hours of other windows whose rows a newer version moved here: their marts must be rebuilt
     stale_hours: set[datetime] = field(default_factory=set)
