@@ -118,28 +118,34 @@ def validate_url(name: str, url: str) -> None:
 _CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
 
-def redact(url: str) -> str:
-    """The URL (or key=value conninfo) with its password replaced, for messages and logs.
+def _split_password(url: str) -> tuple[str, str]:
+    """(the URL or key=value conninfo with its password replaced, the password as written).
 
-    The password ends at the URL's last '@', so one with an unescaped '@' or a broken %-escape is
+    In a URL the password ends at the last '@', so one with an unescaped '@' or a broken %-escape is
     hidden whole (what follows a '@' in the query string is hidden too: more than needed, never less).
     """
+    password = ""
     if "://" in url:
         scheme, rest = url.split("://", 1)
         userinfo, at, host = rest.rpartition("@")
-        url = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}" if at and ":" in userinfo else url
-    return _CONNINFO_PASSWORD.sub(r"\1***", url)
+        if at and ":" in userinfo:
+            user, password = userinfo.split(":", 1)
+            url = f"{scheme}://{user}:***@{host}"
+    match = _CONNINFO_PASSWORD.search(url)
+    if match and not password:
+        password = match.group(2).strip("'")
+    return _CONNINFO_PASSWORD.sub(r"\1***", url), password
+
+
+def redact(url: str) -> str:
+    """The URL (or key=value conninfo) with its password replaced, for messages and logs."""
+    return _split_password(url)[0]
 
 
 def scrub(text: str, url: str) -> str:
     """An error message about `url` without its password, as written or %-decoded (drivers echo both)."""
-    if "://" in url:
-        userinfo = url.split("://", 1)[1].rpartition("@")[0]
-        password = userinfo.split(":", 1)[1] if ":" in userinfo else ""
-    else:
-        match = _CONNINFO_PASSWORD.search(url)
-        password = match.group(2).strip("'") if match else ""
-    text = text.replace(url, redact(url))
+    redacted, password = _split_password(url)
+    text = text.replace(url, redacted)
     # as written, %-decoded, and the pieces between '@'s (a driver may read the tail as the host)
     forms = {password, unquote(password), *password.split("@")}
     for form in sorted(forms, key=len, reverse=True):

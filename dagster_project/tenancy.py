@@ -37,8 +37,9 @@ TENANCY_VERSION = "botflow tenancy 1"  # the schema comment: DDL re-run only whe
 
 # A policy predicate: scalar sub-selects so that both functions run once per query (an InitPlan), not
 # once per row, and an index on organization_id still serves `= any(...)`.
-TENANT_PREDICATE = ("(select security.sees_all_organizations()) "
-                    "or organization_id = any ((select security.visible_organizations())::uuid[])")
+def tenant_predicate(column: str) -> str:
+    return (f"(select security.sees_all_organizations()) "
+            f"or {column} = any ((select security.visible_organizations())::uuid[])")
 
 # Functions that run SQL given as text, or read a table, schema or database named in an argument, with
 # the caller's rights. Found by tests/test_tenant_isolation.py::test_no_function_runs_sql_text_for_a_tenant,
@@ -114,7 +115,7 @@ $fn$;
 -- for views (a handful of rows: dims); tables use the policy below
 create or replace function security.organization_visible(p_organization_id uuid) returns boolean
 language sql stable parallel safe as $fn$
-  select {TENANT_PREDICATE.replace("organization_id = any", "p_organization_id = any")}
+  select {tenant_predicate("p_organization_id")}
 $fn$;
 
 create or replace function security.isolate(p_table regclass) returns void
@@ -132,7 +133,8 @@ begin
     execute format('alter table %s enable row level security', p_table);
   end if;
   if not exists (select 1 from pg_policy where polrelid = p_table and polname = 'tenant_isolation') then
-    execute format('create policy tenant_isolation on %s for select using ({TENANT_PREDICATE})', p_table);
+    execute format('create policy tenant_isolation on %s for select using ({tenant_predicate("organization_id")})',
+                   p_table);
   end if;
   if not has_table_privilege('{TENANT_ROLE}', p_table, 'select')
      or not has_table_privilege('{ALL_ORGANIZATIONS_ROLE}', p_table, 'select') then

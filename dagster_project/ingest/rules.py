@@ -71,10 +71,12 @@ def version(table: str, alias: str) -> str:
     return f"hashtextextended(row({', '.join(f'{alias}.{c}' for c in LANDED_COLUMNS[table])})::text, 0)"
 
 
-def _updated(table: str, alias: str) -> str:
+def _updated(table: str, alias: str, *, parsed: bool = False) -> str:
+    """A version's updated_at for ordering (oldest when missing); `parsed`: a raw-typed column, not landed text."""
     if "updated_at" not in LANDED_COLUMNS[table]:
         return "'-infinity'::timestamptz"
-    return f"coalesce(raw.try_timestamptz({alias}.updated_at), '-infinity')"
+    value = f"{alias}.updated_at" if parsed else f"raw.try_timestamptz({alias}.updated_at)"
+    return f"coalesce({value}, '-infinity')"
 
 
 def _supersede(table: str) -> str:
@@ -240,10 +242,8 @@ def _replace_versions(table: str) -> str:
     """
     values = RAW_VALUES[table]
     event = EVENT_TIME[table]
-    has_updated = "updated_at" in values
-    updated = (lambda alias: f"coalesce({alias}.updated_at, '-infinity')") if has_updated else (
-        lambda alias: "'-infinity'::timestamptz")
-    wins = f"({updated('i')}, i._version) > ({updated('r')}, coalesce(r._version, -9223372036854775808))"
+    wins = (f"({_updated(table, 'i', parsed=True)}, i._version) > "
+            f"({_updated(table, 'r', parsed=True)}, coalesce(r._version, -9223372036854775808))")
     return f"""
     with incoming as (
       select {', '.join(f'{expr} as {col}' for col, expr in values.items())}, {version(table, 'v')} as _version,
