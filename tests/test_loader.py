@@ -127,8 +127,10 @@ def test_a_message_moved_to_another_window_is_loaded_once_with_its_new_values(so
     src, wh = source_and_warehouse
     load(src, wh, HOUR)
     later = HOUR + timedelta(hours=1)
+    # the app bumps updated_at on every change (docs/contract/source.sql): the newer version wins
     src.execute("update messages set created_at = %s, direction = 'outbound', outcome = 'success', "
-                "prompt_tokens = 7 where id = %s", (later + timedelta(minutes=5), uuid.UUID(int=22)))
+                "prompt_tokens = 7, updated_at = updated_at + interval '1 second' where id = %s",
+                (later + timedelta(minutes=5), uuid.UUID(int=22)))
     src.commit()
     load(src, wh, later)
     rows = wh.execute("select id, created_at, direction, prompt_tokens from raw.messages order by id").fetchall()
@@ -143,8 +145,10 @@ def test_rows_that_become_invalid_leave_the_raw_layer_from_any_window(source_and
     load(src, wh, HOUR)
     assert raw_ids(wh, "conversations") == [str(uuid.UUID(int=11)), str(uuid.UUID(int=12))]
     # a null timestamp belongs to no window: every run sweeps the row into quarantine
-    src.execute("update messages set created_at = null where id = %s", (uuid.UUID(int=22),))
-    src.execute("update conversations set started_at = null where id = %s", (uuid.UUID(int=12),))
+    src.execute("update messages set created_at = null, updated_at = updated_at + interval '1 second' "
+                "where id = %s", (uuid.UUID(int=22),))
+    src.execute("update conversations set started_at = null, updated_at = updated_at + interval '1 second' "
+                "where id = %s", (uuid.UUID(int=12),))
     src.commit()
     load(src, wh, HOUR + timedelta(hours=5))  # another window
     assert raw_ids(wh, "messages") == [str(uuid.UUID(int=21))]
