@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from datetime import UTC, date, datetime, timedelta
 
-from .settings import ConfigError, Settings, redact
+from .settings import ConfigError, Settings, redact, scrub
 
 
 def parse_date(value: str) -> date:
@@ -91,14 +92,45 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM stops a command as Ctrl-C does: a waiting run stops waiting, a running one is left for
+    # the next command to fail and free (dagster_project/healing.py)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"botflow: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"botflow: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("botflow: interrupted (a run it left unfinished is marked failed, and its pool slots freed, by the "
+              "next botflow command)", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        reason = storage_failure(exc)
+        if reason is None or os.environ.get("BOTFLOW_DETAILS"):
+            raise
+        print(f"botflow: error: {reason}", file=sys.stderr)
         return 2
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """One line for an error that came from losing Dagster's storage database, else None."""
+    import sqlalchemy.exc
+
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            url = os.environ.get("BOTFLOW_DAGSTER_STORAGE_URL", "")
+            text = str(chain.orig if getattr(chain, "orig", None) else chain).strip().splitlines()
+            reason = scrub(text[0] if text else type(chain).__name__, url)
+            return (f"lost Dagster's storage (BOTFLOW_DAGSTER_STORAGE_URL={redact(url)}): {reason}; run the same "
+                    "command again once it is back (the interrupted run is then marked failed and its slots freed; "
+                    "BOTFLOW_DETAILS=1 shows the traceback)")
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 def _settings() -> Settings:
@@ -174,18 +206,20 @@ def cmd_refresh(args) -> int:
     import dagster as dg
 
     from .definitions import defs
-    from .runner import RunFailed, refresh_marts
+    from .runner import RunFailed, execute, refresh_marts
 
     with dg.DagsterInstance.get() as instance:
-        print("[0/2] reload the price list seed and the views ...", flush=True)
-        result = defs.resolve_job_def("dbt_views_job").execute_in_process(instance=instance, raise_on_error=False)
-        if not result.success:
-            raise ConfigError("dbt_views_job failed: see the run in the Dagster UI")
         try:
-            refresh_marts(defs, instance, args.start, args.end)
+            execute(defs, instance, "dbt_views_job", "[0/2] reload the price list seed and the views", "the views",
+                    progress=_progress)
+            refresh_marts(defs, instance, args.start, args.end, progress=_progress)
         except RunFailed as exc:
             raise ConfigError(str(exc)) from exc
     return 0
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
 
 
 def cmd_export(args) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .alerts import alerts_sensor
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
 from .assets.reports import REPORT_ASSETS
@@ -11,6 +12,7 @@ from .change_capture import change_capture_sensor
 from .freshness import FRESHNESS_CHECKS, freshness_checks_sensor
 from .jobs import JOBS
 from .quality import GX_CHECKS
+from .reconcile import reconciliation_job, reconciliation_schedule, source_reconciliation
 from .resources import database_resources
 from .schedules import SCHEDULES
 from .settings import Settings
@@ -20,11 +22,11 @@ from .settings import Settings
 Settings.from_env().export()
 
 defs = dg.Definitions(
-    assets=[raw_ingestion, dbt_views, dbt_hourly, dbt_daily, *REPORT_ASSETS],
+    assets=[raw_ingestion, source_reconciliation, dbt_views, dbt_hourly, dbt_daily, *REPORT_ASSETS],
     asset_checks=[*GX_CHECKS, *FRESHNESS_CHECKS],
-    jobs=JOBS,
-    schedules=SCHEDULES,
-    sensors=[change_capture_sensor, freshness_checks_sensor],
+    jobs=[*JOBS, reconciliation_job],
+    schedules=[*SCHEDULES, reconciliation_schedule],
+    sensors=[change_capture_sensor, freshness_checks_sensor, alerts_sensor],
     resources={
         **database_resources(),
     },

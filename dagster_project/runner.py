@@ -15,6 +15,7 @@ from datetime import date, datetime
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from .healing import process_tags, wait_for_pools
 from .utc import utc_midnight
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -26,6 +27,25 @@ class StepResult:
     run_id: str
     seconds: float
     success: bool
+
+
+def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, label: str, scope: str, *,
+            progress: Callable[[str], None], tags: dict[str, str] | None = None, **kwargs) -> StepResult:
+    """Run one job in this process, recorded in the instance, once its pools are free; raise RunFailed.
+
+    The run is tagged with this process (healing.py), so that the next `botflow` fails it and frees its
+    pool slots if this process dies."""
+    job = defs.resolve_job_def(job_name)
+    progress(f"{label} ...")
+    wait_for_pools(instance, job, progress)
+    began = time.monotonic()
+    result = job.execute_in_process(instance=instance, tags={**(tags or {}), **process_tags()},
+                                    run_config=kwargs.pop("run_config", QUIET_LOGS), raise_on_error=False, **kwargs)
+    seconds = time.monotonic() - began
+    progress(f"{label}: {'done' if result.success else 'FAILED'} in {seconds:.1f}s (run {result.run_id[:8]})")
+    if not result.success:
+        raise RunFailed(f"{job_name} failed for {scope}: {_first_failure(result)}")
+    return StepResult(job_name, result.run_id, seconds, result.success)
 
 
 def partition_range_tags(partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime, end: datetime):
@@ -56,21 +76,9 @@ def run_window(
     daily_tags, n_days = partition_range_tags(daily_partitions, lo, hi)
     steps.append((hourly_job.name, f"ingest + hourly marts, {n_hours} hourly partitions", hourly_tags))
     steps.append((daily_job.name, f"daily marts, {n_days} daily partitions", daily_tags))
-    results = []
-    for i, (job_name, label, tags) in enumerate(steps, 1):
-        progress(f"[{i}/{len(steps)}] {label} ...")
-        began = time.monotonic()
-        job = defs.resolve_job_def(job_name)
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET_LOGS,
-                                        raise_on_error=False)
-        seconds = time.monotonic() - began
-        results.append(StepResult(job_name, result.run_id, seconds, result.success))
-        status = "done" if result.success else "FAILED"
-        progress(f"[{i}/{len(steps)}] {label}: {status} in {seconds:.1f}s (run {result.run_id[:8]})")
-        if not result.success:
-            failure = _first_failure(result)
-            raise RunFailed(f"{job_name} failed for [{start}, {end}): {failure}")
-    return results
+    return [execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", f"[{start}, {end})", tags=tags,
+                    progress=progress)
+            for i, (job_name, label, tags) in enumerate(steps, 1)]
 
 
 class RunFailed(Exception):
@@ -92,24 +100,17 @@ def refresh_marts(
     from .partitions import daily_partitions, hourly_partitions
 
     lo, hi = utc_midnight(start), utc_midnight(end)
-    results = []
     steps = [
         (hourly_job.name, hourly_partitions, dbt_hourly, "full refresh of the hourly marts"),
         (daily_job.name, daily_partitions, dbt_daily, "full refresh of the daily marts"),
     ]
+    results = []
     for i, (job_name, partitions_def, assets_def, label) in enumerate(steps, 1):
         tags, _ = partition_range_tags(partitions_def, lo, hi)
-        progress(f"[{i}/{len(steps)}] {label} ...")
-        began = time.monotonic()
         config = {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS}
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, tags=tags, run_config=config, raise_on_error=False,
-            asset_selection=list(assets_def.keys))
-        seconds = time.monotonic() - began
-        results.append(StepResult(job_name, result.run_id, seconds, result.success))
-        progress(f"[{i}/{len(steps)}] {label}: {'done' if result.success else 'FAILED'} in {seconds:.1f}s")
-        if not result.success:
-            raise RunFailed(f"{job_name} full refresh failed: {_first_failure(result)}")
+        results.append(execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", "a full refresh",
+                               tags=tags, progress=progress, run_config=config,
+                               asset_selection=list(assets_def.keys)))
     return results
 
 
@@ -135,12 +136,5 @@ def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, kind: str, da
     selection = [dg.AssetKey(["reports", f"{kind}_report"])]
     if deliver:
         selection.append(dg.AssetKey(["reports", f"{kind}_report_delivery"]))
-    progress(f"{kind} report {period.slug} ...")
-    began = time.monotonic()
-    result = job.execute_in_process(instance=instance, partition_key=period.start.isoformat(),
-                                    asset_selection=selection, run_config=QUIET_LOGS, raise_on_error=False)
-    seconds = time.monotonic() - began
-    if not result.success:
-        raise RunFailed(f"{kind}_report_job failed for {period.slug}: {_first_failure(result)}")
-    progress(f"{kind} report {period.slug}: done in {seconds:.1f}s (run {result.run_id[:8]})")
-    return StepResult(job.name, result.run_id, seconds, True)
+    return execute(defs, instance, job.name, f"{kind} report {period.slug}", period.slug, progress=progress,
+                   partition_key=period.start.isoformat(), asset_selection=selection)

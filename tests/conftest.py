@@ -59,6 +59,12 @@ def create_database(name: str) -> str:
     return database_url(name)
 
 
+def drop_keys(conn: psycopg.Connection) -> None:
+    """A source as production may run it: no primary keys (so no foreign keys either)."""
+    for table in ("organizations", "bots", "conversations", "messages", "api_events"):
+        conn.execute(f"alter table {table} drop constraint {table}_pkey cascade")
+
+
 def drop_database(name: str) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
@@ -208,3 +214,74 @@ def lenient_quality_limits() -> AbstractContextManager[None]:
     from dagster_project.settings import scoped_environment
 
     return scoped_environment({"BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"})
+
+
+# change capture, as the daemon would evaluate it and launch what it asks for
+
+
+def tick(instance, scenario, cursor):
+    """One evaluation of change_capture_sensor on a scenario: (its result, the new cursor)."""
+    return tick_source(instance, scenario.source_url, cursor, warehouse_url=scenario.warehouse_url)
+
+
+def tick_source(instance, source_url, cursor, *, warehouse_url=None):
+    """One evaluation of the sensor (a warehouse without a raw layer lists no stale hours)."""
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+    from dagster_project.resources import SourceDatabase, WarehouseDatabase
+
+    sensor = defs.resolve_sensor_def("change_capture_sensor")
+    source = SourceDatabase(url=source_url, schema_name="public", phone_hash_key="k")
+    warehouse = WarehouseDatabase(url=warehouse_url or source_url)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"source": source, "warehouse": warehouse},
+                                 definitions=defs) as context:
+        result = sensor.evaluate_tick(context)
+    return result, result.cursor
+
+
+def requested(request) -> tuple[str, str]:
+    """The (first, last) partition a request asks for: its range's ends, or its one key twice."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    if request.partition_key:
+        return request.partition_key, request.partition_key
+    return request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+
+
+def run_request(instance, request) -> None:
+    """Run what a sensor's request asks for, in-process, as the daemon would launch it."""
+    first, last = requested(request)
+    if request.partition_key:
+        run_job(instance, request.job_name, partition_key=first)
+    else:
+        run_job(instance, request.job_name, start=first, end=last)
+
+
+def settle(instance, scenario, cursor, rounds: int = 8) -> tuple[str, list]:
+    """Tick change capture and run what it requests until it requests nothing; the cursor and the requests."""
+    done = []
+    for _ in range(rounds):
+        result, cursor = tick(instance, scenario, cursor)
+        if not result.run_requests:
+            return cursor, done
+        for request in result.run_requests:
+            run_request(instance, request)
+            done.append(request)
+    raise AssertionError(f"change capture still requests runs after {rounds} rounds")
+
+
+# e-mail: a real SMTP server (aiosmtpd) on loopback
+class Inbox:
+    """An aiosmtpd handler that refuses the first `refuse` messages (a transient 451), keeps the rest."""
+
+    def __init__(self, refuse: int = 0):
+        self.refuse = refuse
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.refuse:
+            self.refuse -= 1
+            return "451 4.3.0 mailbox busy, try again later"
+        self.messages.append(envelope)
+        return "250 OK"

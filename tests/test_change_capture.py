@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-import dagster as dg
 import oracle
+import psycopg
 import pytest
-from conftest import build_window, lenient_quality_limits, module_scenario, run_job
+from conftest import (
+    RUN_TAG,
+    build_window,
+    create_database,
+    drop_database,
+    lenient_quality_limits,
+    module_scenario,
+    requested,
+    run_request,
+    tick,
+    tick_source,
+)
 from marts_contract import assert_equal_to_oracle, mart_rows
 
-from dagster_project.definitions import defs
-from dagster_project.resources import SourceDatabase
-from dagster_project.simulate import simulate
+from dagster_project.simulate import create_source_tables, simulate
 
 START = date(2026, 6, 1)
+HOUR, DAY = "%Y-%m-%d-%H:%M", "%Y-%m-%d"
 
 
-def tick(instance, scenario, cursor):
-    sensor = defs.resolve_sensor_def("change_capture_sensor")
-    source = SourceDatabase(url=scenario.source_url, schema_name="public", phone_hash_key="k")
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"source": source},
-                                 definitions=defs) as context:
-        result = sensor.evaluate_tick(context)
-    return result, result.cursor
+def clusters(keys: set[str], key_format: str, gap: timedelta) -> list[tuple[str, str]]:
+    """The ranges the sensor must request: sorted keys, split where two are more than `gap` apart."""
+    times = sorted(datetime.strptime(k, key_format) for k in keys)
+    out = [[times[0], times[0]]]
+    for t in times[1:]:
+        if t - out[-1][1] > gap:
+            out.append([t, t])
+        else:
+            out[-1][1] = t
+    return [(a.strftime(key_format), b.strftime(key_format)) for a, b in out]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +53,7 @@ def test_changes_reach_the_marts_and_are_requested_once(captured, dagster_instan
     scenario = captured
     scenario.activate()
     result, cursor = tick(dagster_instance, scenario, None)
-    assert not result.run_requests and "starts from now" in result.skip_message
+    assert not result.run_requests and "starts from the source's newest change" in result.skip_message
     result, cursor = tick(dagster_instance, scenario, cursor)
     assert not result.run_requests and "no source change" in result.skip_message
 
@@ -67,25 +80,27 @@ def test_changes_reach_the_marts_and_are_requested_once(captured, dagster_instan
         conn.commit()
 
     def hour_key(ts):
-        return ts.strftime("%Y-%m-%d-%H:00")
+        return ts.replace(minute=0, second=0, microsecond=0).strftime(HOUR)
 
     expected_hours = {"2026-06-02-10:00", "2026-06-02-11:00", hour_key(started), hour_key(ended),
                       hour_key(other_started), hour_key(other_ended)}
     result, cursor = tick(dagster_instance, scenario, cursor)
     hourly = [r for r in result.run_requests if r.job_name == "hourly_partition_job"]
-    assert {r.partition_key for r in hourly} == expected_hours
-    assert len(hourly) == len(expected_hours)  # coalesced: one request per partition
+    # coalesced: one range run per stretch of changed hours no more than 12 hours apart
+    assert sorted(requested(r) for r in hourly) == clusters(expected_hours, HOUR, timedelta(hours=12))
+    assert len(hourly) < len(expected_hours)
     assert not [r for r in result.run_requests if r.job_name == "daily_partition_job"]  # after the hourly runs
     assert all(r.tags["botflow/reason"] for r in hourly)
     for request in hourly:
-        run_job(dagster_instance, "hourly_partition_job", partition_key=request.partition_key)
+        run_request(dagster_instance, request)
 
     result, cursor = tick(dagster_instance, scenario, cursor)
-    daily = {r.partition_key for r in result.run_requests}
+    expected_days = {"2026-06-01", "2026-06-02"} | {started.strftime(DAY), other_ended.strftime(DAY)}
     assert {r.job_name for r in result.run_requests} == {"daily_partition_job"}
-    assert daily == {"2026-06-01", "2026-06-02"} | {started.strftime("%Y-%m-%d"), other_ended.strftime("%Y-%m-%d")}
-    for key in sorted(daily):
-        run_job(dagster_instance, "daily_partition_job", partition_key=key)
+    assert sorted(requested(r) for r in result.run_requests) == clusters(expected_days, DAY, timedelta(days=2))
+    assert len(result.run_requests) == 1  # the days are adjacent: one range run
+    for request in result.run_requests:
+        run_request(dagster_instance, request)
 
     result, cursor = tick(dagster_instance, scenario, cursor)  # the same changes, inside the overlap window
     assert not result.run_requests, [r.partition_key for r in result.run_requests]
@@ -105,3 +120,57 @@ def test_changes_reach_the_marts_and_are_requested_once(captured, dagster_instan
     with scenario.warehouse() as wh:
         rules = {r for (r,) in wh.execute("select rule from raw.quarantine where source_id = %s", (str(late[3][0]),))}
     assert rules == {"message_direction_unknown"}
+
+
+@pytest.fixture
+def skewed_source():
+    """A source whose newest change is months behind the Dagster host's clock, as after an import."""
+    name = f"bf_test_cc_skew_{RUN_TAG}"
+    url = create_database(name)
+    with psycopg.connect(url) as conn:
+        create_source_tables(conn, "public")
+        org, bot, conv = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        conn.execute("insert into organizations (id, name) values (%s, 'org')", (org,))
+        conn.execute("insert into bots (id, organization_id, name) values (%s, %s, 'bot')", (bot, org))
+        conn.execute("insert into conversations (id, organization_id, bot_id, customer_phone, status, started_at, "
+                     "updated_at) values (%s, %s, %s, '+27820000000', 'active', '2026-06-01 08:00+00', "
+                     "'2026-06-01 08:00+00')", (conv, org, bot))
+    yield url, conv
+    drop_database(name)
+
+
+def add_message(url: str, conv, created: str, updated: str = "now") -> None:
+    """A message created at `created` and stamped `updated` (by default the source's clock, now())."""
+    with psycopg.connect(url) as conn:
+        conn.execute("insert into messages (id, conversation_id, direction, created_at, updated_at) "
+                     "values (%s, %s, 'inbound', %s, %s::timestamptz)", (uuid.uuid4(), conv, created, updated))
+
+
+def hourly_keys(result) -> list[tuple[str, str]]:
+    return sorted(requested(r) for r in result.run_requests if r.job_name == "hourly_partition_job")
+
+
+def test_the_cursor_is_the_sources_high_water_mark_not_the_hosts_clock(skewed_source, dagster_instance):
+    url, conv = skewed_source
+    result, cursor = tick_source(dagster_instance, url, None)
+    assert "2026-06-01T08:00:00+00:00" in result.skip_message  # the source's newest change, not now
+    # rows stamped six months behind the host's clock but after the source's mark: a host-clock cursor
+    # (the mark minus 10 minutes of overlap) never saw them
+    add_message(url, conv, "2026-06-01 09:10+00", "2026-06-01 09:30+00")
+    result, cursor = tick_source(dagster_instance, url, cursor)
+    assert hourly_keys(result) == [("2026-06-01-09:00", "2026-06-01-09:00")]
+    # a late commit inside the overlap is found; the rows seen before are not requested again
+    add_message(url, conv, "2026-06-01 11:20+00", "2026-06-01 09:25+00")
+    result, cursor = tick_source(dagster_instance, url, cursor)
+    assert hourly_keys(result) == [("2026-06-01-11:00", "2026-06-01-11:00")]
+    # an app server whose clock runs a day ahead: its row is found once, and it does not hide the rows
+    # stamped after it by the source's own clock (the mark stops at the source's now())
+    add_message(url, conv, "2026-06-02 04:00+00", str(datetime.now(UTC) + timedelta(days=1)))
+    result, cursor = tick_source(dagster_instance, url, cursor)
+    assert hourly_keys(result) == [("2026-06-02-04:00", "2026-06-02-04:00")]
+    add_message(url, conv, "2026-06-02 05:00+00")
+    add_message(url, conv, "2026-06-02 06:00+00")
+    result, cursor = tick_source(dagster_instance, url, cursor)
+    assert hourly_keys(result) == [("2026-06-02-05:00", "2026-06-02-06:00")]  # one range run
+    result, cursor = tick_source(dagster_instance, url, cursor)
+    assert hourly_keys(result) == []

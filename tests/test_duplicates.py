@@ -15,7 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 import oracle
 import psycopg
 import pytest
-from conftest import RUN_TAG, build_window, create_database, drop_database, lenient_quality_limits, module_scenario
+from conftest import (
+    RUN_TAG,
+    build_window,
+    create_database,
+    drop_database,
+    drop_keys,
+    lenient_quality_limits,
+    module_scenario,
+)
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.ingest.loader import load_window
@@ -29,12 +37,6 @@ H2 = H1 + timedelta(hours=1)
 T0 = datetime(2026, 4, 1, 12, tzinfo=UTC)  # updated_at of the first versions
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 SOURCE_TABLES = ("organizations", "bots", "conversations", "messages", "api_events")
-
-
-def drop_keys(conn: psycopg.Connection) -> None:
-    """The source as production may run it: no primary keys, so no foreign keys either."""
-    for table in SOURCE_TABLES:
-        conn.execute(f"alter table {table} drop constraint {table}_pkey cascade")
 
 
 def message(conn, n: int, created: datetime, updated: datetime, *, direction="outbound", outcome="success",

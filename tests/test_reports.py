@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import oracle
 import pytest
-from conftest import build_window, free_port, lenient_quality_limits, module_scenario, run_job
+from conftest import Inbox, build_window, free_port, lenient_quality_limits, module_scenario, run_job
 
 from dagster_project.reports.periods import Period
 from dagster_project.simulate import simulate
@@ -211,21 +211,6 @@ def _ink_share(png: Path) -> float:
 
 
 # -- e-mail ----------------------------------------------------------------------------------------
-class Inbox:
-    """An aiosmtpd handler that refuses the first `refuse` messages (a transient 451), keeps the rest."""
-
-    def __init__(self, refuse: int = 0):
-        self.refuse = refuse
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.refuse:
-            self.refuse -= 1
-            return "451 4.3.0 mailbox busy, try again later"
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp_server(monkeypatch, tmp_path, built):
     from aiosmtpd.controller import Controller

@@ -23,9 +23,31 @@ import psycopg
 from psycopg import sql
 
 from . import rules
+from .checksums import record_landed_figures
 from .schema import ensure_raw_schema
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+
+# A bot's default model prices its replies that name none: when it changes, every hour holding such a
+# reply (outside the window, which is rebuilt now) is stale. Runs before the bots are synced.
+STALE_BY_BOT_MODEL = """
+insert into raw.stale_hours (hour, reason, found_by, run_id)
+select distinct date_trunc('hour', m.created_at, 'UTC'), 'bot default model changed', 'load', %(run_id)s
+from land_bots l
+join raw.bots b on b.id = l.id and b.llm_model is distinct from l.llm_model
+  and (b.updated_at is null or raw.try_timestamptz(l.updated_at) >= b.updated_at)
+join raw.conversations c on c.bot_id = b.id
+join raw.messages m on m.conversation_id = c.id and m.direction = 'outbound' and m.llm_model is null
+where not (m.created_at >= %(lo)s and m.created_at < %(hi)s)
+on conflict (hour, reason) do update set found_at = now(), run_id = excluded.run_id
+"""
+# the window is loaded again now: its hours are no longer stale once this transaction commits
+CLEAR_STALE = "delete from raw.stale_hours where hour >= %(lo)s and hour < %(hi)s"
+STALE_BY_MOVED_ROWS = """
+insert into raw.stale_hours (hour, reason, found_by, run_id)
+select hour, 'a newer version moved rows out', 'load', %(run_id)s from unnest(%(hours)s::timestamptz[]) hour
+on conflict (hour, reason) do update set found_at = now(), run_id = excluded.run_id
+"""
 
 LANDING_DDL = """
 create temp table land_organizations (id uuid, name text, timezone text, created_at text) on commit drop;
@@ -202,9 +224,13 @@ def load_window(
             for table, query in source_queries(source_schema, window_start, window_end, future, floor,
                                                phone_hash_key).items():
                 report.source_rows[table.removeprefix("land_")] = _copy_between(src, wh, query, table)
+        # what the source held for each hour, as read: reconciliation compares it with the source later
+        record_landed_figures(wh, params)
         for statement in rules.SUPERSEDE:  # duplicate ids: the newest version alone goes on
             wh.execute(statement, params)
         validate(warehouse, params)
+        wh.execute(CLEAR_STALE, params)
+        wh.execute(STALE_BY_BOT_MODEL, params)
         for table, statement in rules.LOAD:
             wh.execute(statement, params)
             if table:
@@ -215,6 +241,8 @@ def load_window(
                 replaced = wh.execute(statement, params).fetchall()
                 report.loaded_rows[table] += len(replaced)
                 report.stale_hours.update(hour for _, hours in replaced[:1] for hour in hours or ())
+        if report.stale_hours:
+            wh.execute(STALE_BY_MOVED_ROWS, {**params, "hours": sorted(report.stale_hours)})
         for statement in rules.QUARANTINE_AND_REPAIRS:
             wh.execute(statement, params)
         wh.execute(rules.REJECTED_COUNTS, params)

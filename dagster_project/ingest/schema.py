@@ -72,6 +72,25 @@ create table if not exists raw.repairs (
   repaired_rows integer not null, run_id text, counted_at timestamptz not null default now());
 create index if not exists repairs_partition_idx on raw.repairs (source_table, partition_hour);
 
+-- per source table and hour: the rows a load read and a checksum of their ids and updated_at
+-- (ingest/checksums.py); reconciliation compares them with the source as it is now
+create table if not exists raw.source_checksums (
+  source_table text not null, hour timestamptz not null, rows bigint not null, checksum numeric not null,
+  run_id text, recorded_at timestamptz not null default now(), primary key (source_table, hour));
+
+-- hours whose marts are out of date, found by a load (a newer version moved a row out of them, a
+-- bot's default model changed) or by reconciliation; change capture requests each one once, and the
+-- next load of the hour removes it
+create table if not exists raw.stale_hours (
+  hour timestamptz not null, reason text not null, found_by text not null, run_id text,
+  found_at timestamptz not null default now(), primary key (hour, reason));
+
+-- one row per reconciliation: what it compared and what differed
+create table if not exists raw.reconciliation_log (
+  checked_at timestamptz not null default now(), range_start timestamptz not null,
+  range_end timestamptz not null, hours_compared integer not null, drifted_hours integer not null,
+  drift jsonb not null, run_id text);
+
 -- one row per loaded window: what was read, loaded, rejected and repaired
 create table if not exists raw.ingest_log (
   window_start timestamptz not null, window_end timestamptz not null, run_id text,

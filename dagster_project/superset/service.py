@@ -147,10 +147,14 @@ def ensure_venv(s: SupersetSettings, progress: Callable[[str], None] = print) ->
     if marker.exists() and marker.read_text() == wanted:
         return s.venv
     progress(f"installing Superset {SUPERSET_VERSION} into {s.venv} (once; about 2 minutes) ...")
-    subprocess.run([sys.executable, "-m", "venv", str(s.venv)], check=True)
+    # pip's own settings (index, proxy, certificates) and no BotFlow secret: not the caller's environment
+    env = {k: v for k, v in os.environ.items()
+           if k in INHERITED_VARIABLES or k.startswith(("PIP_", "SSL_", "REQUESTS_CA", "CURL_CA"))
+           or k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
+    subprocess.run([sys.executable, "-m", "venv", str(s.venv)], check=True, env=env)
     pip = [str(s.venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, *REQUIREMENTS], check=True)
+    subprocess.run([*pip, "--upgrade", "pip"], check=True, env=env)
+    subprocess.run([*pip, *REQUIREMENTS], check=True, env=env)
     marker.write_text(wanted)
     return s.venv
 
