@@ -1,0 +1,318 @@
+"""Runs that heal, with real processes (issue #14): `botflow run` killed at each step, overlapping runs, a
+warehouse gone read-only, and a PostgreSQL restart and a longer outage on a cluster this test starts.
+
+Each fault ends in success or a one-line failure, and the next `botflow run`, with nobody touching the
+Dagster instance, fails what the dead process left STARTED, frees its pool slots and builds marts
+equal to the pandas oracle.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+import oracle
+import psutil
+import psycopg
+import pytest
+from conftest import ADMIN_URL, RUN_TAG, create_database, drop_database, free_port
+from marts_contract import assert_equal_to_oracle, mart_rows
+
+from dagster_project.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url, with_database
+from dagster_project.simulate import simulate
+
+BOTFLOW = str(Path(sys.executable).with_name("botflow"))
+DAY = date(2026, 6, 1)
+WINDOW = ["--start", "2026-06-01", "--end", "2026-06-02"]
+MARTS = ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics")
+
+
+@dataclass
+class Stack:
+    """A source, a warehouse and a Dagster storage, and the environment `botflow` runs with."""
+
+    source_url: str
+    warehouse_url: str
+    storage_url: str
+    env: dict[str, str]
+
+    def instance(self) -> dg.DagsterInstance:
+        from dagster._core.instance.ref import InstanceRef
+
+        with scoped_environment({"BOTFLOW_DAGSTER_STORAGE_URL": sqlalchemy_url(self.storage_url)}):
+            return dg.DagsterInstance.from_ref(InstanceRef.from_dir(self.env["DAGSTER_HOME"]))
+
+    def unfinished_runs(self) -> list[dg.DagsterRun]:
+        with self.instance() as instance:
+            return list(instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])))
+
+
+class Process:
+    """`botflow` in a process group of its own; its output read line by line."""
+
+    def __init__(self, env: dict[str, str], *args: str):
+        self.proc = subprocess.Popen([BOTFLOW, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, needle: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(needle in line for line in self.lines):
+            try:
+                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {needle!r} after {timeout}s:\n" + "\n".join(self.lines)) from None
+            if line is None:
+                raise AssertionError(f"exited before {needle!r}:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+
+    def finish(self, timeout: float = 300) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"still running after {timeout}s:\n" + "\n".join(self.lines)) from None
+        while (line := self._queue.get(timeout=10)) is not None:
+            self.lines.append(line)
+        return code
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def make_stack(tmp_path: Path, name: str, server_url: str = ADMIN_URL) -> Stack:
+    """Fresh databases (the warehouse and storage on `server_url`), a simulated day, an environment."""
+    source = create_database(f"bf_test_{name}_src_{RUN_TAG}")
+    warehouse, storage = (with_database(server_url, f"bf_test_{name}_{part}_{RUN_TAG}") for part in ("wh", "dg"))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for url in (warehouse, storage):
+            db = url.rsplit("/", 1)[1]
+            conn.execute(f'drop database if exists "{db}" with (force)')
+            conn.execute(f'create database "{db}"')
+            conn.execute(f"alter database \"{db}\" set timezone to 'UTC'")
+    with psycopg.connect(source) as conn:
+        simulate(conn, "public", DAY, 1, seed=5, conversations_per_day=40)
+    home = tmp_path / name
+    (home / "dagster_home").mkdir(parents=True)
+    (home / "dagster_home" / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("BOTFLOW_", "DAGSTER_"))}
+    env |= {"BOTFLOW_SOURCE_URL": source, "BOTFLOW_WAREHOUSE_URL": warehouse, "BOTFLOW_DAGSTER_STORAGE_URL": storage,
+            "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
+            "BOTFLOW_PARTITIONS_START": "2026-01-01", "BOTFLOW_PHONE_HASH_KEY": os.environ["BOTFLOW_PHONE_HASH_KEY"],
+            "BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"}
+    return Stack(source, warehouse, storage, env)
+
+
+def drop_stack(stack: Stack, server_url: str = ADMIN_URL) -> None:
+    drop_database(stack.source_url.rsplit("/", 1)[1])
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for url in (stack.warehouse_url, stack.storage_url):
+            conn.execute(f'drop database if exists "{url.rsplit("/", 1)[1]}" with (force)')
+
+
+def assert_marts_are_exact(stack: Stack) -> None:
+    src = oracle.read_source(stack.source_url)
+    valid = oracle.validate(src, datetime.now(UTC))
+    window = oracle.Window(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC))
+    expected = {"marts.conversation_metrics": oracle.conversation_metrics(valid, window),
+                "marts.bot_performance_metrics": oracle.bot_performance_metrics(valid, window),
+                "marts.usage_analytics": oracle.usage_analytics(valid, window, oracle.phone_map(src))}
+    for table in MARTS:
+        assert_equal_to_oracle(table, mart_rows(stack.warehouse_url, table), expected[table])
+
+
+@pytest.fixture
+def stack(tmp_path) -> Iterator[Stack]:
+    made = make_stack(tmp_path, "heal")
+    yield made
+    drop_stack(made)
+
+
+def wait_for_started_run(stack: Stack, job_name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(run.job_name == job_name for run in stack.unfinished_runs()):
+        assert time.monotonic() < deadline, f"no {job_name} run started in {timeout}s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("step, job_name", [("[1/3]", "dbt_views_job"), ("[2/3]", "hourly_partition_job"),
+                                            ("[3/3]", "daily_partition_job")])
+def test_a_run_killed_at_any_step_heals_on_the_next_run(stack, step, job_name):
+    killed = Process(stack.env, "run", *WINDOW)
+    killed.wait_for(f"{step} ")
+    wait_for_started_run(stack, job_name)
+    time.sleep(1)  # inside the step: its pool slot claimed
+    killed.kill()
+    left = stack.unfinished_runs()
+    assert [run.job_name for run in left] == [job_name]  # what used to block every later run of its pool
+
+    rerun = Process(stack.env, "run", *WINDOW)
+    assert rerun.finish(timeout=300) == 0, rerun.output
+    assert f"run {left[0].run_id[:8]} ({left[0].job_name}) was left unfinished by a process that died" in rerun.output
+    assert stack.unfinished_runs() == []
+    with stack.instance() as instance:
+        assert instance.get_run_by_id(left[0].run_id).status == dg.DagsterRunStatus.FAILURE
+    assert_marts_are_exact(stack)
+
+
+def test_overlapping_runs_both_succeed(stack):
+    first = Process(stack.env, "run", *WINDOW)
+    second = Process(stack.env, "run", *WINDOW)
+    assert first.finish() == 0, first.output
+    assert second.finish() == 0, second.output
+    assert_marts_are_exact(stack)
+
+
+@contextmanager
+def pool_held_by_a_live_process(stack: Stack, pool: str = "botflow_raw") -> Iterator[str]:
+    """A run of this (live) test process holding `pool`'s one slot, as another `botflow run` would."""
+    from dagster_project.healing import process_tags
+
+    with stack.instance() as instance:
+        run = instance.create_run_for_job(defs_job("hourly_partition_job"), tags=process_tags())
+        instance.report_dagster_event(dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_START.value,
+                                                      job_name=run.job_name), run.run_id)
+        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+        assert instance.event_log_storage.claim_concurrency_slot(pool, run.run_id, "raw_ingestion").is_claimed
+        try:
+            yield run.run_id
+        finally:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            instance.report_run_failed(run, "the test's holder is done")
+
+
+def defs_job(name: str) -> dg.JobDefinition:
+    from dagster_project.definitions import defs
+
+    return defs.resolve_job_def(name)
+
+
+def test_a_run_waits_for_a_held_pool_visibly_without_spinning_and_stops_on_ctrl_c(stack):
+    with pool_held_by_a_live_process(stack) as holder:
+        waiter = Process(stack.env, "run", *WINDOW)
+        waiter.wait_for("waiting", timeout=120)
+        assert f"held by run {holder[:8]} hourly_partition_job" in waiter.output, waiter.output
+        cpu = psutil.Process(waiter.proc.pid)
+        before = sum(cpu.cpu_times()[:2])
+        time.sleep(5)
+        assert sum(cpu.cpu_times()[:2]) - before < 1.0  # asleep between looks, not a busy loop
+        began = time.monotonic()
+        os.killpg(waiter.proc.pid, signal.SIGINT)
+        assert waiter.finish(timeout=30) == 130
+        assert time.monotonic() - began < 10
+        assert "botflow: interrupted" in waiter.output
+        stopped = Process(stack.env, "run", *WINDOW)  # SIGTERM stops it the same way
+        stopped.wait_for("waiting", timeout=120)
+        os.killpg(stopped.proc.pid, signal.SIGTERM)
+        assert stopped.finish(timeout=30) == 130 and "botflow: interrupted" in stopped.output
+        # waiting again, then the holder lets go: the run goes on and succeeds
+        again = Process(stack.env, "run", *WINDOW)
+        again.wait_for("waiting", timeout=120)
+    assert again.finish() == 0, again.output
+    assert_marts_are_exact(stack)
+
+
+def test_a_read_only_warehouse_fails_in_one_line_then_the_next_run_succeeds(stack):
+    db = stack.warehouse_url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'alter database "{db}" set default_transaction_read_only = on')
+    failed = Process(stack.env, "run", *WINDOW)
+    assert failed.finish() == 2
+    errors = [line for line in failed.lines if line.startswith("botflow: error:")]
+    assert len(errors) == 1 and "read-only transaction" in errors[0], failed.output
+    assert "Traceback" not in failed.output and "dagster._core" not in failed.output
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'alter database "{db}" reset default_transaction_read_only')
+    again = Process(stack.env, "run", *WINDOW)
+    assert again.finish() == 0, again.output
+    assert_marts_are_exact(stack)
+
+
+# -- a PostgreSQL cluster of this test's own, to restart and stop ---------------------------------
+PG_BIN = Path("/usr/lib/postgresql") / (sorted(os.listdir("/usr/lib/postgresql"))[-1]
+                                         if os.path.isdir("/usr/lib/postgresql") else "15") / "bin"
+
+
+def as_postgres(*command: str) -> None:
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def private_cluster(tmp_path) -> Iterator[tuple[str, Path, str]]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"no PostgreSQL server binaries in {PG_BIN}")
+    data = Path(f"/tmp/botflow-test-pg-{RUN_TAG}")
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(data / "log"), "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", data, options
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+                        "immediate", "stop"] if os.geteuid() == 0 else
+                       [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def pg_ctl(data: Path, *args: str) -> None:
+    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", *args)
+
+
+def test_a_postgresql_restart_mid_run_is_retried_and_a_long_outage_heals(private_cluster, tmp_path):
+    server, data, options = private_cluster
+    stack = make_stack(tmp_path, "pgout", server_url=server)
+    try:
+        # a restart: the steps' retries (10 s, then 20 s) and Dagster's storage reconnect
+        run = Process(stack.env, "run", *WINDOW)
+        run.wait_for("[2/3] ")
+        time.sleep(1)
+        pg_ctl(data, "-m", "fast", "-l", str(data / "log"), "restart")
+        assert run.finish() == 0, run.output
+        assert_marts_are_exact(stack)
+
+        # an outage longer than the retries: a one-line failure, then the next run heals
+        run = Process(stack.env, "run", *WINDOW)
+        run.wait_for("[2/3] ")
+        pg_ctl(data, "-m", "fast", "stop")
+        code = run.finish(timeout=240)
+        assert code != 0
+        errors = [line for line in run.lines if line.startswith("botflow: error:")]
+        assert len(errors) == 1, run.output
+        assert "Traceback" not in run.output, run.output
+        pg_ctl(data, "-o", options, "-l", str(data / "log"), "start")
+        again = Process(stack.env, "run", *WINDOW)
+        assert again.finish() == 0, again.output
+        assert stack.unfinished_runs() == []
+        assert_marts_are_exact(stack)
+    finally:
+        drop_stack(stack, server_url=server)
