@@ -152,11 +152,26 @@ def stack(tmp_path) -> Iterator[Stack]:
     drop_stack(made)
 
 
-def wait_for_started_run(stack: Stack, job_name: str, timeout: float = 120) -> None:
+def wait_for_a_claimed_slot(stack: Stack, job_name: str, timeout: float = 120) -> str:
+    """Poll until a STARTED run of `job_name` holds a pool slot; that run's id."""
     deadline = time.monotonic() + timeout
-    while not any(run.job_name == job_name for run in stack.unfinished_runs()):
-        assert time.monotonic() < deadline, f"no {job_name} run started in {timeout}s"
-        time.sleep(0.2)
+    with stack.instance() as instance:
+        storage = instance.event_log_storage
+        while time.monotonic() < deadline:
+            runs = {run.run_id for run in stack.unfinished_runs() if run.job_name == job_name}
+            for pool in storage.get_concurrency_keys():
+                holders = {slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots}
+                if runs & holders:
+                    return (runs & holders).pop()
+            time.sleep(0.02)
+    raise AssertionError(f"no {job_name} run held a pool slot within {timeout}s")
+
+
+def slots_held_by(stack: Stack, run_id: str) -> list[str]:
+    with stack.instance() as instance:
+        storage = instance.event_log_storage
+        return [pool for pool in storage.get_concurrency_keys()
+                if run_id in {slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots}]
 
 
 @pytest.mark.parametrize("step, job_name", [("[1/3]", "dbt_views_job"), ("[2/3]", "hourly_partition_job"),
@@ -164,11 +179,11 @@ def wait_for_started_run(stack: Stack, job_name: str, timeout: float = 120) -> N
 def test_a_run_killed_at_any_step_heals_on_the_next_run(stack, step, job_name):
     killed = Process(stack.env, "run", *WINDOW)
     killed.wait_for(f"{step} ")
-    wait_for_started_run(stack, job_name)
-    time.sleep(1)  # inside the step: its pool slot claimed
-    killed.kill()
+    holder = wait_for_a_claimed_slot(stack, job_name)
+    killed.kill()  # inside a step that holds its pool's one slot
     left = stack.unfinished_runs()
-    assert [run.job_name for run in left] == [job_name]  # what used to block every later run of its pool
+    assert [run.run_id for run in left] == [holder]
+    assert slots_held_by(stack, holder)  # what used to block every later run of its pool, forever
 
     rerun = Process(stack.env, "run", *WINDOW)
     assert rerun.finish(timeout=300) == 0, rerun.output
