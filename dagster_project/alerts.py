@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,12 +34,12 @@ from dagster._core.storage.tags import PARENT_RUN_ID_TAG, WILL_RETRY_TAG
 from .freshness import DAILY_MARTS, HOURLY_MARTS
 from .quality import GX_CHECKS
 from .reports.delivery import DeliveryError, Recipients, SmtpSettings
+from .runner import error_reason
 
 HOURLY_OVERDUE = timedelta(hours=2)
 RETRY_GRACE = timedelta(minutes=10)  # a failed run marked for retry and not retried by then is alerted
 DAILY_DEADLINE = time(3, 0)  # yesterday's daily partition is due by 03:00 UTC
 RECONCILIATION = dg.AssetKey(["raw", "source_reconciliation"])
-EXCEPTION_CLASS = re.compile(r"^[\w.]+\.\w+: ")  # "dagster_project.ingest.loader.SourceError: " before a reason
 LASTING = ("check:", "overdue:")  # incidents that stay open until the check passes or the mart is fresh
 
 
@@ -91,9 +90,7 @@ def _failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
         error = record.event_log_entry.dagster_event.step_failure_data.error
         if error is not None:
-            message = error.cause.message if error.cause else error.message
-            step = record.event_log_entry.step_key
-            return f"step {step}: {EXCEPTION_CLASS.sub('', message.strip().splitlines()[0])[:300]}"
+            return f"step {record.event_log_entry.step_key}: {error_reason(error)[:300]}"
     for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
         return (record.event_log_entry.message or "the run failed").splitlines()[0][:300]
     return "the run failed"

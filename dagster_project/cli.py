@@ -190,11 +190,20 @@ def _run(settings: Settings, start: date, end: date) -> None:
     console = sys.stdout
     print(f"building [{start}, {end}) through Dagster (instance: {settings.dagster_home})")
     print(f"dbt and Dagster logs: {log_path}", flush=True)
-    with dg.DagsterInstance.get() as instance, log_path.open("w") as log, contextlib.redirect_stdout(log):
+    with dg.DagsterInstance.get() as instance, log_path.open("w") as log, contextlib.redirect_stdout(log), \
+            _quiet_stderr(log):
         try:
             run_window(defs, instance, start, end, progress=lambda line: print(line, file=console, flush=True))
         except RunFailed as exc:
             raise ConfigError(f"{exc} (full log: {log_path})") from exc
+
+
+def _quiet_stderr(log):
+    """Dagster's own error blocks (step failures with their stacks) go to the log file; the command prints
+    its one-line reason. BOTFLOW_DETAILS=1 keeps them on the terminal."""
+    import contextlib
+
+    return contextlib.nullcontext() if os.environ.get("BOTFLOW_DETAILS") else contextlib.redirect_stderr(log)
 
 
 def cmd_refresh(args) -> int:

@@ -7,6 +7,7 @@ hourly range (ingestion + hourly marts), then the daily range (daily marts).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,9 +119,19 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:  # the first error, not "exceeded max retries"
         error = getattr(event.event_specific_data, "error", None)
         if error is not None and (event.is_step_failure or event.is_step_up_for_retry):
-            cause = error.cause.message if error.cause else error.message
-            return f"step {event.step_key}: {cause.strip()[:2000]}"
+            return f"step {event.step_key}: {error_reason(error)}"
     return "see the run in the Dagster UI"
+
+
+# "dagster_project.ingest.loader.SourceError: " before a reason: the reader needs the reason
+EXCEPTION_CLASS = re.compile(r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*: ")
+
+
+def error_reason(error) -> str:
+    """A Dagster error's reason (its cause when it has one) on one line, without the exception's class."""
+    message = (error.cause.message if error.cause else error.message).strip()
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or ["unknown error"]
+    return EXCEPTION_CLASS.sub("", "; ".join(lines))[:2000]
 
 
 def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, kind: str, day: date, *,

@@ -122,7 +122,7 @@ create or replace function security.isolate(p_table regclass) returns void
 language plpgsql as $fn$
 begin
   if (select relkind from pg_class where oid = p_table) = 'v' then
-    if pg_get_viewdef(p_table) !~ 'organization_visible\(' then
+    if pg_get_viewdef(p_table) !~ 'organization_visible\\(' then
       raise exception 'view % does not filter with security.organization_visible(organization_id)', p_table;
     end if;
     execute format('alter view %s set (security_barrier = true)', p_table);
