@@ -24,6 +24,8 @@ from .ingest.checksums import CHECKSUMMED, source_figures
 from .resources import SourceDatabase, WarehouseDatabase
 
 DAYS_SETTING = "BOTFLOW_RECONCILE_DAYS"
+# when reconciliation runs (UTC cron); read when the code location loads, like the partitions' start
+RECONCILE_CRON = os.environ.get("BOTFLOW_RECONCILE_CRON", "40 * * * *")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ MARK_STALE = """
 insert into raw.stale_hours (hour, reason, found_by, run_id)
 select hour, reason, 'reconciliation', %(run_id)s
 from unnest(%(hours)s::timestamptz[], %(reasons)s::text[]) as d (hour, reason)
-on conflict (hour, reason) do update set found_at = now(), run_id = excluded.run_id
+on conflict (hour) do nothing
 """
 # a changed conversation's replies may lie in later hours: they are stale with it
 HOURS_OF_CONVERSATIONS_STARTED = """
@@ -103,8 +105,9 @@ def mark_stale(warehouse: psycopg.Connection, drift: list[Drift], run_id: str,
     kinds={"python", "postgres"},
     deps=[dg.AssetKey(["raw", table]) for table in CHECKSUMMED],
     description="Compares the source with what the warehouse loaded, per table and hour (row counts and a checksum "
-    "of ids and updated_at), over the last BOTFLOW_RECONCILE_DAYS days, and marks the hours that differ (deleted "
-    "rows, changes stamped behind change capture's mark) in raw.stale_hours, which change capture rebuilds.",
+    "of ids and updated_at), over the last BOTFLOW_RECONCILE_DAYS days (schedule: BOTFLOW_RECONCILE_CRON, default "
+    "hourly at :40), and marks the hours that differ (deleted rows, changes stamped behind change capture's mark) "
+    "in raw.stale_hours, which change capture rebuilds.",
 )
 def source_reconciliation(context: dg.AssetExecutionContext, source: SourceDatabase,
                           warehouse: WarehouseDatabase) -> dg.MaterializeResult:
@@ -132,5 +135,5 @@ reconciliation_job = dg.define_asset_job(
     "reconciliation_job", selection=dg.AssetSelection.assets(source_reconciliation),
     description="Compare the source with the loaded hours and mark the ones that differ for rebuilding.")
 reconciliation_schedule = dg.ScheduleDefinition(
-    name="reconciliation_hourly_at_40", job=reconciliation_job, cron_schedule="40 * * * *",
+    name="reconciliation_schedule", job=reconciliation_job, cron_schedule=RECONCILE_CRON,
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)

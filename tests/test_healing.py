@@ -9,140 +9,20 @@ equal to the pandas oracle.
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
-import oracle
 import psutil
 import psycopg
 import pytest
-from conftest import ADMIN_URL, RUN_TAG, create_database, drop_database, free_port
-from marts_contract import assert_equal_to_oracle, mart_rows
-
-from dagster_project.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url, with_database
-from dagster_project.simulate import simulate
-
-BOTFLOW = str(Path(sys.executable).with_name("botflow"))
-DAY = date(2026, 6, 1)
-WINDOW = ["--start", "2026-06-01", "--end", "2026-06-02"]
-MARTS = ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics")
-
-
-@dataclass
-class Stack:
-    """A source, a warehouse and a Dagster storage, and the environment `botflow` runs with."""
-
-    source_url: str
-    warehouse_url: str
-    storage_url: str
-    env: dict[str, str]
-
-    def instance(self) -> dg.DagsterInstance:
-        from dagster._core.instance.ref import InstanceRef
-
-        with scoped_environment({"BOTFLOW_DAGSTER_STORAGE_URL": sqlalchemy_url(self.storage_url)}):
-            return dg.DagsterInstance.from_ref(InstanceRef.from_dir(self.env["DAGSTER_HOME"]))
-
-    def unfinished_runs(self) -> list[dg.DagsterRun]:
-        with self.instance() as instance:
-            return list(instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])))
-
-
-class Process:
-    """`botflow` in a process group of its own; its output read line by line."""
-
-    def __init__(self, env: dict[str, str], *args: str):
-        self.proc = subprocess.Popen([BOTFLOW, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, needle: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(needle in line for line in self.lines):
-            try:
-                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {needle!r} after {timeout}s:\n" + "\n".join(self.lines)) from None
-            if line is None:
-                raise AssertionError(f"exited before {needle!r}:\n" + "\n".join(self.lines))
-            self.lines.append(line)
-
-    def finish(self, timeout: float = 300) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"still running after {timeout}s:\n" + "\n".join(self.lines)) from None
-        while (line := self._queue.get(timeout=10)) is not None:
-            self.lines.append(line)
-        return code
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-
-def make_stack(tmp_path: Path, name: str, server_url: str = ADMIN_URL) -> Stack:
-    """Fresh databases (the warehouse and storage on `server_url`), a simulated day, an environment."""
-    source = create_database(f"bf_test_{name}_src_{RUN_TAG}")
-    warehouse, storage = (with_database(server_url, f"bf_test_{name}_{part}_{RUN_TAG}") for part in ("wh", "dg"))
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        for url in (warehouse, storage):
-            db = url.rsplit("/", 1)[1]
-            conn.execute(f'drop database if exists "{db}" with (force)')
-            conn.execute(f'create database "{db}"')
-            conn.execute(f"alter database \"{db}\" set timezone to 'UTC'")
-    with psycopg.connect(source) as conn:
-        simulate(conn, "public", DAY, 1, seed=5, conversations_per_day=40)
-    home = tmp_path / name
-    (home / "dagster_home").mkdir(parents=True)
-    (home / "dagster_home" / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("BOTFLOW_", "DAGSTER_"))}
-    env |= {"BOTFLOW_SOURCE_URL": source, "BOTFLOW_WAREHOUSE_URL": warehouse, "BOTFLOW_DAGSTER_STORAGE_URL": storage,
-            "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-            "BOTFLOW_PARTITIONS_START": "2026-01-01", "BOTFLOW_PHONE_HASH_KEY": os.environ["BOTFLOW_PHONE_HASH_KEY"],
-            "BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"}
-    return Stack(source, warehouse, storage, env)
-
-
-def drop_stack(stack: Stack, server_url: str = ADMIN_URL) -> None:
-    drop_database(stack.source_url.rsplit("/", 1)[1])
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        for url in (stack.warehouse_url, stack.storage_url):
-            conn.execute(f'drop database if exists "{url.rsplit("/", 1)[1]}" with (force)')
-
-
-def assert_marts_are_exact(stack: Stack) -> None:
-    src = oracle.read_source(stack.source_url)
-    valid = oracle.validate(src, datetime.now(UTC))
-    window = oracle.Window(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC))
-    expected = {"marts.conversation_metrics": oracle.conversation_metrics(valid, window),
-                "marts.bot_performance_metrics": oracle.bot_performance_metrics(valid, window),
-                "marts.usage_analytics": oracle.usage_analytics(valid, window, oracle.phone_map(src))}
-    for table in MARTS:
-        assert_equal_to_oracle(table, mart_rows(stack.warehouse_url, table), expected[table])
+from conftest import ADMIN_URL, RUN_TAG, free_port
+from processes import WINDOW, Process, Stack, assert_marts_are_exact, drop_stack, make_stack
 
 
 @pytest.fixture

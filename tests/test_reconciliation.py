@@ -1,5 +1,8 @@
 """What change capture cannot see reaches the marts through reconciliation, with nobody involved (issue #14).
 
+First the sensor and jobs evaluated in this process, step by step; then the same with the product's own
+daemon running and nobody touching it.
+
 A built window, then changes that leave no trace in `updated_at` past change capture's mark: rows
 deleted from the source, a late row stamped months behind the mark (an import, a slow clock), a reused
 id whose newer version is stamped behind the mark too, and a bot's default-model change. Change
@@ -10,14 +13,22 @@ reconciliation finds nothing.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import dagster as dg
 import oracle
 import pytest
 from conftest import build_window, drop_keys, lenient_quality_limits, module_scenario, run_job, settle, tick
 from marts_contract import assert_equal_to_oracle, mart_rows
+from processes import REPO_ROOT, Process, assert_marts_are_exact, drop_stack, make_stack
 
+from dagster_project.policies import ACTIVE_RUN_STATUSES as ACTIVE
 from dagster_project.settings import scoped_environment
 from dagster_project.simulate import simulate
 
@@ -140,3 +151,72 @@ def test_what_change_capture_cannot_see_reaches_the_marts(built, dagster_instanc
     assert changed["reply"] not in replies
     assert versions == [(111, 4321)]  # the newer version, once
     assert stale_cost == 0  # every reply priced by its bot's current default model
+
+
+def sensor_has_ticked(instance: dg.DagsterInstance, name: str) -> bool:
+    from dagster._core.definitions.run_request import InstigatorType
+
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.instigator_name == name:
+            return bool(instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1))
+    return False
+
+
+def test_with_the_daemon_running_and_nobody_touching_it(tmp_path):
+    """`botflow run` builds two days; then the daemon alone (change capture, reconciliation every minute,
+    the runs they launch) brings deletions, late rows stamped behind the mark, a reused id, a bot's model
+    change and an ordinary late message into marts equal to the oracle."""
+    stack = make_stack(tmp_path, "daemon", days=2)
+    daemon = None
+    try:
+        with stack.source() as conn:
+            drop_keys(conn)
+        built = Process(stack.env, "run", "--start", "2026-06-01", "--end", "2026-06-03")
+        assert built.finish() == 0, built.output
+        env = dict(stack.env, BOTFLOW_RECONCILE_CRON="* * * * *", BOTFLOW_RECONCILE_DAYS="365")
+        daemon = Process(env, "run", "-w", str(REPO_ROOT / "workspace.yaml"),
+                         command=[str(Path(sys.executable).with_name("dagster-daemon"))], cwd=str(REPO_ROOT))
+        with stack.instance() as instance:
+            deadline = time.monotonic() + 180
+            while not sensor_has_ticked(instance, "change_capture_sensor"):
+                assert time.monotonic() < deadline, "change_capture_sensor never ticked:\n" + daemon.output
+                time.sleep(2)
+        changed = change_the_source_behind_the_mark(stack)
+        with stack.source() as conn:  # and an ordinary late message, stamped now
+            conn.execute("insert into messages (id, conversation_id, direction, created_at, updated_at) "
+                         "select gen_random_uuid(), id, 'inbound', started_at + interval '2 minutes', now() "
+                         "from conversations where started_at::date = '2026-06-02' order by id limit 1")
+        began = time.monotonic()
+        deadline, last = began + 600, "nothing compared yet"
+        while time.monotonic() < deadline:
+            time.sleep(15)
+            with stack.instance() as instance:
+                busy = [f"{r.job_name} {r.status.value}" for r in
+                        instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE), limit=20)]
+            with stack.warehouse() as wh:
+                stale = wh.execute("select hour, reason from raw.stale_hours order by hour").fetchall()
+            if busy or stale:
+                last = f"busy: {busy}; stale: {stale}"
+                continue
+            try:
+                assert_marts_are_exact(stack, days=2)
+                break
+            except AssertionError as exc:
+                last = str(exc)[:2000]
+        else:
+            with stack.instance() as instance:
+                runs = [(r.job_name, r.status.value, r.tags.get("botflow/reason", "")) for r in instance.get_runs()]
+            raise AssertionError(f"the marts did not converge in 10 minutes: {last}\nruns: {runs}\n"
+                                 + daemon.output[-4000:])
+        print(f"converged {time.monotonic() - began:.0f} s after the changes")
+        with stack.warehouse() as wh:
+            assert wh.execute("select count(*) from marts.conversation_metrics where conversation_id = %s",
+                              (changed["conversation"],)).fetchone()[0] == 0
+        with stack.instance() as instance:
+            failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        assert not failed, [(r.job_name, r.run_id) for r in failed]
+    finally:
+        if daemon is not None:
+            os.killpg(daemon.proc.pid, signal.SIGTERM)
+            daemon.finish(timeout=60)
+        drop_stack(stack)

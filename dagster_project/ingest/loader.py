@@ -39,14 +39,14 @@ join raw.bots b on b.id = l.id and b.llm_model is distinct from l.llm_model
 join raw.conversations c on c.bot_id = b.id
 join raw.messages m on m.conversation_id = c.id and m.direction = 'outbound' and m.llm_model is null
 where not (m.created_at >= %(lo)s and m.created_at < %(hi)s)
-on conflict (hour, reason) do update set found_at = now(), run_id = excluded.run_id
+on conflict (hour) do nothing
 """
 # the window is loaded again now: its hours are no longer stale once this transaction commits
 CLEAR_STALE = "delete from raw.stale_hours where hour >= %(lo)s and hour < %(hi)s"
 STALE_BY_MOVED_ROWS = """
 insert into raw.stale_hours (hour, reason, found_by, run_id)
 select hour, 'a newer version moved rows out', 'load', %(run_id)s from unnest(%(hours)s::timestamptz[]) hour
-on conflict (hour, reason) do update set found_at = now(), run_id = excluded.run_id
+on conflict (hour) do nothing
 """
 
 LANDING_DDL = """

@@ -79,11 +79,11 @@ create table if not exists raw.source_checksums (
   run_id text, recorded_at timestamptz not null default now(), primary key (source_table, hour));
 
 -- hours whose marts are out of date, found by a load (a newer version moved a row out of them, a
--- bot's default model changed) or by reconciliation; change capture requests each one once, and the
--- next load of the hour removes it
+-- bot's default model changed) or by reconciliation, with the first reason found; change capture
+-- requests each one once, and the next load of the hour removes it
 create table if not exists raw.stale_hours (
-  hour timestamptz not null, reason text not null, found_by text not null, run_id text,
-  found_at timestamptz not null default now(), primary key (hour, reason));
+  hour timestamptz primary key, reason text not null, found_by text not null, run_id text,
+  found_at timestamptz not null default now());
 
 -- one row per reconciliation: what it compared and what differed
 create table if not exists raw.reconciliation_log (
