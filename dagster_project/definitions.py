@@ -10,6 +10,7 @@ from .assets.ingestion import raw_ingestion
 from .assets.reports import REPORT_ASSETS
 from .change_capture import change_capture_sensor
 from .freshness import FRESHNESS_CHECKS, freshness_checks_sensor
+from .healing import dead_runs_sensor
 from .jobs import JOBS
 from .quality import GX_CHECKS
 from .reconcile import reconciliation_job, reconciliation_schedule, source_reconciliation
@@ -26,7 +27,7 @@ defs = dg.Definitions(
     asset_checks=[*GX_CHECKS, *FRESHNESS_CHECKS],
     jobs=[*JOBS, reconciliation_job],
     schedules=[*SCHEDULES, reconciliation_schedule],
-    sensors=[change_capture_sensor, freshness_checks_sensor, alerts_sensor],
+    sensors=[change_capture_sensor, freshness_checks_sensor, alerts_sensor, dead_runs_sensor],
     resources={
         **database_resources(),
     },

@@ -1,10 +1,12 @@
 """Runs that heal: a run whose process died never blocks the next one.
 
-A run executed by `botflow` (run, refresh, report) carries its process in its tags: host, pid and the
-process's start time (so a reused pid is not mistaken for it). Before it starts a job, and while it
-waits for a pool, `botflow` fails every run of this host left STARTED by a process that is gone
-(`kill -9`, out of memory, a lost database connection) and frees the pool slots it held. Runs the
-daemon launched are watched by Dagster's run monitoring instead (dagster_home/dagster.yaml).
+A run carries the process that executes it in its tags: host, pid and the process's start time (so a
+reused pid is not mistaken for it); `botflow` (run, refresh, report) tags its runs, and a run the
+daemon launched is tagged by its first step (the partition jobs run in one process). Before `botflow`
+starts a job, and while it waits for a pool, and every 30 s in the daemon (`dead_runs_sensor`), every
+unfinished run of this host whose process is gone (`kill -9`, out of memory, a lost database
+connection) is failed and the pool slots it held are freed. (Dagster's run monitoring cannot see a
+dead run worker under the default run launcher: it has no health check.)
 
 A job waits for its pools (one writer per table set) without spinning: it prints which run holds each
 pool, every WAIT_REPORT_SECONDS, and stops on Ctrl-C or SIGTERM.
@@ -18,29 +20,59 @@ from collections.abc import Callable
 
 import dagster as dg
 import psutil
-from dagster._core.storage.tags import MAX_RETRIES_TAG
 
 from .policies import ACTIVE_RUN_STATUSES
 
 PID_TAG, HOST_TAG, STARTED_TAG = "botflow/pid", "botflow/host", "botflow/process_started"
+TAGGED_RUN_TAG = "botflow/process_of_run"  # the run the process tags were written for
 POLL_SECONDS = 2.0
 WAIT_REPORT_SECONDS = 15.0
 
 
 def process_tags() -> dict[str, str]:
-    """Tags naming this process, for the runs it executes in-process (which the daemon does not retry:
-    this process reports their failure)."""
+    """Tags naming this process, for the runs it executes."""
     me = psutil.Process()
-    return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), STARTED_TAG: f"{me.create_time():.2f}",
-            MAX_RETRIES_TAG: "0"}
+    return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), STARTED_TAG: f"{me.create_time():.2f}"}
 
 
-def process_gone(tags: dict[str, str]) -> bool:
-    """True when the tags name a process of this host that no longer runs (False: alive, or unknowable)."""
+def record_run_process(context: dg.AssetExecutionContext) -> None:
+    """Tag a run the daemon launched with the process that executes it, at its steps' start.
+
+    Only under the in-process executor, where that process is the run worker itself: a step process of
+    another executor ends before its run does. A run `botflow` executes is tagged already."""
+    if context.job_def.executor_def.name != dg.in_process_executor.name:
+        return
+    mine = process_tags()
+    if all(context.run.tags.get(tag) == value for tag, value in mine.items()):
+        return  # tagged by `botflow`, or by an earlier step of this run
+    # a retry inherits its parent's tags: TAGGED_RUN_TAG says which run they were written for
+    context.instance.add_run_tags(context.run.run_id, {**mine, TAGGED_RUN_TAG: context.run.run_id})
+
+
+@dg.sensor(
+    name="dead_runs_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s: fails the unfinished runs of this host whose process died (kill -9, out of memory) and "
+    "frees their pool slots, so that the next run of the pool starts; the daemon then retries them (run_retries).",
+)
+def dead_runs_sensor(context: dg.SensorEvaluationContext):
+    failed = fail_dead_runs(context.instance, context.log.warning)
+    return dg.SkipReason(f"failed {len(failed)} runs whose process died" if failed else "no dead run")
+
+
+def process_gone(run: dg.DagsterRun) -> bool:
+    """True when the run's tags name a process of this host that no longer runs (False: alive, unknowable,
+    or tags a retry inherited from its parent, not yet replaced by its own process's)."""
+    tags = run.tags
     if PID_TAG not in tags or tags.get(HOST_TAG) != socket.gethostname():
+        return False
+    if tags.get(TAGGED_RUN_TAG, run.run_id) != run.run_id:
         return False
     try:
         process = psutil.Process(int(tags[PID_TAG]))
+        if process.status() == psutil.STATUS_ZOMBIE:  # dead, not yet reaped by its parent (a code server)
+            return True
         return abs(process.create_time() - float(tags.get(STARTED_TAG, "0"))) > 1  # the pid was reused
     except (psutil.NoSuchProcess, ValueError):
         return True
@@ -51,7 +83,7 @@ def fail_dead_runs(instance: dg.DagsterInstance, progress: Callable[[str], None]
     statuses = [*ACTIVE_RUN_STATUSES, dg.DagsterRunStatus.CANCELING]
     failed = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=statuses), limit=500):
-        if process_gone(run.tags):
+        if process_gone(run):
             instance.report_run_failed(run, f"its process (pid {run.tags[PID_TAG]} on {run.tags[HOST_TAG]}) is "
                                             "gone; failed by the next botflow run, its pool slots freed")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)

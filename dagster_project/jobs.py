@@ -21,6 +21,7 @@ views_job = dg.define_asset_job(
     "dbt_views_job",
     selection=dg.AssetSelection.assets(dbt_views),
     description="(Re)create the staging and intermediate views and load the LLM price list seed.",
+    executor_def=PARTITION_EXECUTOR,
 )
 hourly_job = dg.define_asset_job(
     "hourly_partition_job",

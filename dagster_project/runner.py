@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, MAX_RETRIES_TAG
 
 from .healing import process_tags, wait_for_pools
 from .utc import utc_midnight
@@ -40,7 +40,8 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, l
     progress(f"{label} ...")
     wait_for_pools(instance, job, progress)
     began = time.monotonic()
-    result = job.execute_in_process(instance=instance, tags={**(tags or {}), **process_tags()},
+    # the daemon does not retry what this process runs: it reports the failure to whoever ran it
+    result = job.execute_in_process(instance=instance, tags={**(tags or {}), **process_tags(), MAX_RETRIES_TAG: "0"},
                                     run_config=kwargs.pop("run_config", QUIET_LOGS), raise_on_error=False, **kwargs)
     seconds = time.monotonic() - began
     progress(f"{label}: {'done' if result.success else 'FAILED'} in {seconds:.1f}s (run {result.run_id[:8]})")

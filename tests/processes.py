@@ -126,7 +126,8 @@ def make_stack(tmp_path: Path, name: str, server_url: str = ADMIN_URL, days: int
     env = {key: value for key, value in os.environ.items() if not key.startswith(("BOTFLOW_", "DAGSTER_"))}
     # the storage URL as `botflow` exports it for Dagster's processes (dagster.yaml reads it): psycopg2 named
     env |= {"BOTFLOW_SOURCE_URL": source, "BOTFLOW_WAREHOUSE_URL": warehouse,
-            "BOTFLOW_DAGSTER_STORAGE_URL": sqlalchemy_url(storage), "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
+            "BOTFLOW_DAGSTER_STORAGE_URL": sqlalchemy_url(storage), "BOTFLOW_HOME": str(home),
+            "DAGSTER_HOME": str(home / "dagster_home"),
             "BOTFLOW_PARTITIONS_START": "2026-01-01", "BOTFLOW_PHONE_HASH_KEY": os.environ["BOTFLOW_PHONE_HASH_KEY"],
             "BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"}
     return Stack(source, warehouse, storage, env)

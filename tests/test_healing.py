@@ -213,3 +213,67 @@ def test_a_postgresql_restart_mid_run_is_retried_and_a_long_outage_heals(private
         assert_marts_are_exact(stack)
     finally:
         drop_stack(stack, server_url=server)
+
+
+def test_a_daemon_run_whose_worker_is_killed_is_failed_freed_and_retried(stack):
+    """The daemon launches a run (change capture found a late message); its worker is SIGKILLed while it
+    holds a pool slot. dead_runs_sensor fails it and frees the slot, and the daemon's run retries build
+    the partition: the marts equal the oracle with nobody touching anything."""
+    import sys
+
+    from processes import REPO_ROOT
+    from test_reconciliation import sensor_has_ticked
+
+    from dagster_project.healing import PID_TAG
+
+    built = Process(stack.env, "run", *WINDOW)
+    assert built.finish() == 0, built.output
+    daemon = Process(stack.env, "run", "-w", str(REPO_ROOT / "workspace.yaml"),
+                     command=[str(Path(sys.executable).with_name("dagster-daemon"))], cwd=str(REPO_ROOT))
+    try:
+        with stack.instance() as instance:
+            deadline = time.monotonic() + 180
+            while not sensor_has_ticked(instance, "change_capture_sensor"):
+                assert time.monotonic() < deadline, "change_capture_sensor never ticked:\n" + daemon.output
+                time.sleep(2)
+        with stack.source() as conn:  # a late message: change capture launches an hourly run for its hour
+            conn.execute("insert into messages (id, conversation_id, direction, created_at, updated_at) "
+                         "select gen_random_uuid(), id, 'inbound', started_at + interval '1 minute', now() "
+                         "from conversations where started_at::date = '2026-06-01' order by id limit 1")
+        victim = wait_for_a_claimed_slot(stack, "hourly_partition_job", timeout=240)
+        with stack.instance() as instance:
+            deadline = time.monotonic() + 60
+            while PID_TAG not in (run := instance.get_run_by_id(victim)).tags:  # tagged by its first step
+                assert time.monotonic() < deadline, "the daemon's run was never tagged with its process"
+                time.sleep(0.2)
+        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+        assert slots_held_by(stack, victim)
+        deadline = time.monotonic() + 300
+        with stack.instance() as instance:
+            while True:
+                status = instance.get_run_by_id(victim).status
+                retries = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": victim}))
+                assert time.monotonic() < deadline, (
+                    f"not healed in 5 minutes: the run is {status.value}, its retries "
+                    f"{[r.status.value for r in retries]}\n" + daemon.output[-3000:])
+                if status == dg.DagsterRunStatus.FAILURE and any(
+                        r.status == dg.DagsterRunStatus.SUCCESS for r in retries):
+                    break
+                time.sleep(3)
+        assert not slots_held_by(stack, victim)
+        deadline, last = time.monotonic() + 240, "no comparison yet"  # then change capture's daily run
+        while True:
+            assert time.monotonic() < deadline, f"the marts did not converge: {last}"
+            time.sleep(5)
+            if stack.unfinished_runs():
+                continue
+            try:
+                assert_marts_are_exact(stack)
+                break
+            except AssertionError as exc:
+                last = str(exc)[:1000]
+    finally:
+        os.killpg(daemon.proc.pid, signal.SIGTERM)
+        daemon.finish(timeout=60)
+        Path(os.environ.get("BOTFLOW_TEST_DAEMON_LOG", "/dev/null")).write_text(daemon.output)
+

@@ -17,6 +17,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtP
 from ..dbt_project import dbt_project, ensure_manifest
 from ..dbt_runner import WINDOW_ENV, dbt_build
 from ..freshness import policy_for
+from ..healing import record_run_process
 from ..ingest.schema import ensure_raw_schema
 from ..partitions import daily_partitions, hourly_partitions
 from ..policies import POOL_DBT_DAILY, POOL_DBT_HOURLY, POOL_DBT_VIEWS, RETRY_POLICY
@@ -80,6 +81,7 @@ def dbt_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
 
 def run_dbt(context: dg.AssetExecutionContext, args: list[str], window: dict[str, str] | None = None) -> Iterator[Any]:
     """`dbt build` of the step's models over `window` (none: all of history), in this process."""
+    record_run_process(context)
     yield from dbt_build(context, Path(dbt_project.project_dir), MANIFEST_JSON, TRANSLATOR, args, window)
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ..healing import record_run_process
 from ..ingest.loader import LoadReport, SourceError, check_source_tables, load_range
 from ..ingest.rules import REJECTION_RULES, REPAIR_RULES, SUPERSEDED_RULE, SUPERSEDED_TEXT
 from ..partitions import hourly_partitions
@@ -42,6 +43,7 @@ RULES_DOC = "\n".join(f"- `{rule}`: {text}" for rule, text in {
 )
 def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseDatabase):
     """COPY the partition's window out of the app database, check every row, COPY it into raw."""
+    record_run_process(context)
     window = context.partition_time_window
     context.log.info(f"ingesting [{window.start}, {window.end}) from schema {source.schema_name}")
     with source.connect() as src, warehouse.connect() as wh:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from ..db import connect
+from ..healing import record_run_process
 from ..ingest.loader import load_window
 from ..live.refresh import refresh_live_tables
 from ..partitions import hourly_partitions
@@ -30,6 +31,7 @@ LIVE_TABLES = {
 def live_tables(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseDatabase):
     """Load [previous hour, next hour) into raw (the same loader and checks as the hourly partitions),
     then rewrite the live tables from the last hour, each in one transaction."""
+    record_run_process(context)
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0)
     with source.connect() as src, warehouse.connect() as wh:
