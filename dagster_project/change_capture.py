@@ -36,6 +36,7 @@ from .jobs import daily_job, hourly_job
 from .partitions import daily_partitions, hourly_partitions
 from .policies import ACTIVE_RUN_STATUSES
 from .resources import SourceDatabase, WarehouseDatabase
+from .utc import utc_midnight
 
 OVERLAP_SETTING = "BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES"
 DEFAULT_OVERLAP = timedelta(minutes=10)
@@ -189,7 +190,7 @@ def _valid_hour(hour: datetime, now: datetime) -> bool:
 
 
 def _valid_day(day: date, now: datetime) -> bool:
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start = utc_midnight(day)
     return daily_partitions.start <= start and start + timedelta(days=1) <= now
 
 
@@ -262,7 +263,7 @@ def change_capture_sensor(context: dg.SensorEvaluationContext, source: SourceDat
         filters=dg.RunsFilter(job_name=hourly_job.name, statuses=ACTIVE_RUN_STATUSES,
                               tags={TRIGGER_TAG: "change_capture"}), limit=1))
     if not hourly_in_flight:  # the daily marts read the raw hours: build them once those are loaded
-        days = {utc_day(day): reason for day, reason in pending.items()}
+        days = {utc_midnight(date.fromisoformat(day)): reason for day, reason in pending.items()}
         requests += range_requests(daily_job, DAY_KEY, days, changes.high_water)
         pending = {}
     context.update_cursor(Cursor(high_water=changes.high_water, seen=changes.seen, pending_days=pending,
@@ -272,7 +273,3 @@ def change_capture_sensor(context: dg.SensorEvaluationContext, source: SourceDat
         return dg.SkipReason(f"no source change since {cursor.high_water.isoformat()} (the source's high-water "
                              f"mark){waiting}")
     return requests
-
-
-def utc_day(key: str) -> datetime:
-    return datetime.fromisoformat(key).replace(tzinfo=UTC)
