@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint ui live bench bench-live clean
+.PHONY: install system-tools demo test lint ui live bench bench-live clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -23,7 +23,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+system-tools:   # pdftoppm and chromium, which the tests drive (installs them as root, else names them)
+	@scripts/system-tools
+
+test: install lint system-tools
 	$(BIN)/python -m pytest
 
 ui: install

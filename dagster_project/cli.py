@@ -311,9 +311,10 @@ def _new_user_password() -> str | None:
 
 
 def cmd_demo(args) -> int:
-    settings = _settings()
     today = datetime.now(UTC).date()
     start = today - timedelta(days=args.days)
+    settings = _settings().starting_partitions_at(start)
+    settings.export()
     print(f"source:    {redact(settings.source_url)}")
     print(f"warehouse: {redact(settings.warehouse_url)}")
     _simulate(settings, start, args.days, args.seed, args.conversations_per_day)

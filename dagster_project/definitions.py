@@ -9,7 +9,6 @@ from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
 from .assets.reports import REPORT_ASSETS
 from .change_capture import change_capture_sensor
-from .freshness import FRESHNESS_CHECKS, freshness_checks_sensor
 from .healing import dead_runs_sensor
 from .jobs import JOBS
 from .quality import GX_CHECKS
@@ -24,10 +23,10 @@ Settings.from_env().export()
 
 defs = dg.Definitions(
     assets=[raw_ingestion, source_reconciliation, dbt_views, dbt_hourly, dbt_daily, *REPORT_ASSETS],
-    asset_checks=[*GX_CHECKS, *FRESHNESS_CHECKS],
+    asset_checks=GX_CHECKS,
     jobs=[*JOBS, reconciliation_job],
     schedules=[*SCHEDULES, reconciliation_schedule],
-    sensors=[change_capture_sensor, freshness_checks_sensor, alerts_sensor, dead_runs_sensor],
+    sensors=[change_capture_sensor, alerts_sensor, dead_runs_sensor],
     resources={
         **database_resources(),
     },

@@ -1,10 +1,11 @@
-"""Freshness: how fresh each mart must be, as policies (shown in the UI) and as checks a sensor runs.
+"""Freshness: how fresh each mart must be, as Dagster freshness policies on the mart assets.
 
-- hourly marts (fct_bot_replies, usage_analytics): materialized within the last 2 hours;
-- daily marts (conversation_metrics, bot_performance_metrics): yesterday's partition by 03:00 UTC.
-An overdue mart shows as failing its freshness policy in the UI, and its freshness check (run by
-`freshness_checks_sensor`) fails with severity ERROR, which alerting (a run-status or check sensor,
-Slack, e-mail) can act on.
+- hourly marts (fct_bot_replies, usage_analytics): materialized within the last 2 hours (warn at 1.5 h);
+- daily marts (conversation_metrics, bot_performance_metrics): materialized between 00:00 and 03:00 UTC
+  every day (a build after 03:00 makes the mart fresh again until the next deadline).
+The daemon evaluates the policies (Dagster's freshness daemon, every 30 s) and the UI shows each mart's
+state. The partition-level promise, "yesterday's partition exists at 03:00 UTC", is the alerts sensor's
+overdue incident (dagster_project/alerts.py), which also says which partition is missing.
 """
 
 from datetime import timedelta
@@ -25,13 +26,3 @@ def policy_for(tags: set[str]):
     if "daily" in tags:
         return DAILY_POLICY
     return None
-
-
-FRESHNESS_CHECKS = [
-    *dg.build_last_update_freshness_checks(assets=HOURLY_MARTS, lower_bound_delta=timedelta(hours=2)),
-    *dg.build_time_partition_freshness_checks(assets=DAILY_MARTS, deadline_cron="0 3 * * *"),
-]
-freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
-    freshness_checks=FRESHNESS_CHECKS, name="freshness_checks_sensor",
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)

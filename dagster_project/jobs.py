@@ -7,10 +7,6 @@ import dagster as dg
 from .assets.dbt import dbt_daily, dbt_hourly, dbt_views
 from .assets.ingestion import raw_ingestion
 from .assets.reports import daily_report, daily_report_delivery, weekly_report, weekly_report_delivery
-from .freshness import FRESHNESS_CHECKS
-
-# freshness checks run on their own sensor's schedule, not inside every partition run
-FRESHNESS_SELECTION = dg.AssetSelection.checks(*FRESHNESS_CHECKS)
 
 # The steps of a partition run depend on each other (ingest -> checks -> dbt -> checks): a process per
 # step would parallelize nothing and pay, per step, the import of dagster, dbt and great-expectations
@@ -25,20 +21,15 @@ views_job = dg.define_asset_job(
 )
 hourly_job = dg.define_asset_job(
     "hourly_partition_job",
-    selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly) - FRESHNESS_SELECTION,
+    selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly),
     description="Ingest an hour (or a range of hours) into raw, then build fct_bot_replies and usage_analytics.",
     executor_def=PARTITION_EXECUTOR,
 )
 daily_job = dg.define_asset_job(
     "daily_partition_job",
-    selection=dg.AssetSelection.assets(dbt_daily) - FRESHNESS_SELECTION,
+    selection=dg.AssetSelection.assets(dbt_daily),
     description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
     executor_def=PARTITION_EXECUTOR,
-)
-freshness_job = dg.define_asset_job(
-    "freshness_checks_job",
-    selection=FRESHNESS_SELECTION,
-    description="Evaluate the marts' freshness checks now (the freshness sensor also runs them).",
 )
 daily_report_job = dg.define_asset_job(
     "daily_report_job",
@@ -50,4 +41,4 @@ weekly_report_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(weekly_report, weekly_report_delivery),
     description="Render the weekly report of an ISO week (platform + each organization), then e-mail it once.",
 )
-JOBS = [views_job, hourly_job, daily_job, freshness_job, daily_report_job, weekly_report_job]
+JOBS = [views_job, hourly_job, daily_job, daily_report_job, weekly_report_job]

@@ -12,7 +12,8 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -29,6 +30,8 @@ EMBEDDED_DATABASES = {
     "dagster": "botflow_dagster",
 }
 DEV_PHONE_HASH_KEY = "botflow-dev-key-not-secret"
+DEFAULT_PARTITIONS_START = "2025-01-01"
+DEMO_START_FILE = "partitions_start"  # under $BOTFLOW_HOME: the first day `botflow demo` simulated
 
 
 class ConfigError(Exception):
@@ -75,7 +78,8 @@ class Settings:
             dagster_home=Path(env.get("DAGSTER_HOME", home / "dagster_home")).resolve(),
             botflow_home=home,
             phone_hash_key=env.get("BOTFLOW_PHONE_HASH_KEY", DEV_PHONE_HASH_KEY),
-            partitions_start=env.get("BOTFLOW_PARTITIONS_START", "2025-01-01"),
+            partitions_start=env.get("BOTFLOW_PARTITIONS_START") or _demo_start(home, embedded)
+            or DEFAULT_PARTITIONS_START,
             embedded=embedded,
         )
 
@@ -94,6 +98,20 @@ class Settings:
         # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (README, Performance).
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
+    def starting_partitions_at(self, first_day: date) -> Settings:
+        """The demo's settings: on the embedded PostgreSQL, partitions start at the first simulated day.
+
+        The day is kept under $BOTFLOW_HOME, so `botflow ui` shows the demo's days as the partitions
+        (not 2025-01-01 onwards, nearly all empty). A BOTFLOW_PARTITIONS_START set in the environment,
+        or configured databases, keep their start.
+        """
+        if os.environ.get("BOTFLOW_PARTITIONS_START") or not self.embedded:
+            return self
+        recorded = _demo_start(self.botflow_home, self.embedded)
+        start = min(first_day.isoformat(), recorded) if recorded else first_day.isoformat()
+        (self.botflow_home / DEMO_START_FILE).write_text(start + "\n")
+        return replace(self, partitions_start=start)
+
     def prepare_dagster_home(self) -> Path:
         """Create $DAGSTER_HOME with the repo's dagster.yaml (PostgreSQL storage, queued runs)."""
         self.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -101,6 +119,11 @@ class Settings:
         if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
             shutil.copyfile(DAGSTER_YAML, target)
         return self.dagster_home
+
+
+def _demo_start(home: Path, embedded: bool) -> str | None:
+    path = home / DEMO_START_FILE
+    return path.read_text().strip() if embedded and path.exists() else None
 
 
 def validate_url(name: str, url: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -151,3 +152,14 @@ def assert_marts_are_exact(stack: Stack, days: int = 1) -> None:
                 "marts.usage_analytics": oracle.usage_analytics(valid, window, oracle.phone_map(src))}
     for table in MARTS:
         assert_equal_to_oracle(table, mart_rows(stack.warehouse_url, table), expected[table])
+
+
+# Python prints a warning as `file:line: Category: message`. Ours: raised from our files, or one of
+# Dagster's API warnings (preview, beta, superseded), which our use of Dagster's API triggers even where
+# Dagster attributes them to its own files.
+OUR_WARNING = re.compile(r"dagster_project/\S+\.py:\d+: \w*Warning|: (Preview|Beta|Supersession)Warning: ")
+
+
+def warnings_of_our_code(output: str) -> list[str]:
+    """The warnings a process printed that come from our code or our use of Dagster's API."""
+    return [line for line in output.splitlines() if OUR_WARNING.search(line)]

@@ -37,7 +37,7 @@ def test_schedules_target_the_previous_partition(schedule, tick, partition):
     assert schedule_def.cron_schedule == {"hourly_at_05": "5 * * * *", "daily_at_0100": "0 1 * * *",
                                           "daily_report_at_0700": "0 7 * * *",
                                           "weekly_report_monday_0700": "0 7 * * 1"}[schedule]
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         result = schedule_def.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests] == [partition]
 
@@ -97,3 +97,32 @@ def test_a_dead_runs_pool_slot_is_freed_once_the_run_is_terminated(dagster_insta
     time.sleep(timeout + 1.5)
     list(execute_concurrency_slots_iteration(Workspace(), logging.getLogger("test")))
     assert storage.claim_concurrency_slot(pool, "next-run", "raw_ingestion").is_claimed
+
+
+LOAD_BOTH_LOCATIONS = """
+import warnings
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    import dagster_project.definitions as botflow
+    import dagster_project.live_definitions as live
+    for defs in (botflow.defs, live.defs):
+        repo = defs.get_repository_def()  # what a code server, the webserver and the daemon load
+        repo.get_all_jobs(), repo.schedule_defs, repo.sensor_defs, repo.asset_graph.get_all_asset_keys()
+for w in caught:
+    print(f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}")
+"""
+
+
+def test_loading_the_code_locations_raises_no_warning_from_our_code():
+    """A fresh process loads both code locations as Dagster's processes do: no warning points at our code
+    (the test suite also turns such warnings into errors: pyproject.toml, filterwarnings)."""
+    import subprocess
+    import sys
+
+    from processes import warnings_of_our_code
+
+    from dagster_project.settings import REPO_ROOT
+
+    out = subprocess.run([sys.executable, "-c", LOAD_BOTH_LOCATIONS], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT).stdout
+    assert warnings_of_our_code(out) == [], out

@@ -22,7 +22,7 @@ import psutil
 import psycopg
 import pytest
 from conftest import ADMIN_URL, RUN_TAG, free_port
-from processes import WINDOW, Process, Stack, assert_marts_are_exact, drop_stack, make_stack
+from processes import WINDOW, Process, Stack, assert_marts_are_exact, drop_stack, make_stack, warnings_of_our_code
 
 
 @pytest.fixture
@@ -272,6 +272,7 @@ def test_a_daemon_run_whose_worker_is_killed_is_failed_freed_and_retried(stack):
                 break
             except AssertionError as exc:
                 last = str(exc)[:1000]
+        assert warnings_of_our_code(daemon.output) == []
     finally:
         os.killpg(daemon.proc.pid, signal.SIGTERM)
         daemon.finish(timeout=60)

@@ -158,27 +158,36 @@ def test_a_failed_blocking_check_stops_the_partitions_downstream(warehouse, dags
         e.step_key == "dbt_hourly" and e.event_type_value == "STEP_SUCCESS" for e in result.all_events)
 
 
-def test_freshness_fails_while_yesterday_is_overdue_and_passes_once_built(warehouse, dagster_instance):
-    """Real clock: after 03:00 UTC the daily marts must have yesterday's partition."""
+def test_marts_freshness_policies_pass_when_just_built_and_fail_a_day_later(warehouse, dagster_instance):
+    """Dagster's freshness daemon, over this code location, evaluates the marts' policies: the module
+    built every mart minutes ago (fresh); 28 hours later both the 2-hour window and the 03:00 UTC
+    deadline have passed (stale)."""
     from datetime import timedelta
 
-    from conftest import run_job
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import freeze_time
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster._daemon.freshness import FreshnessDaemon
+
+    from dagster_project.freshness import DAILY_MARTS, HOURLY_MARTS
 
     warehouse.activate()
-    now = datetime.now(UTC)
-    due = (now - timedelta(days=1 if now.hour >= 3 else 2)).date()
+    marts = [*HOURLY_MARTS, *DAILY_MARTS]
+    origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="dagster_project.definitions"),
+                                         location_name="botflow")
 
-    def evaluations():
-        result = run_job(dagster_instance, "freshness_checks_job")
-        return {(e.asset_key.path[-1], e.passed) for e in (
-            ev.event_specific_data for ev in result.all_events if ev.event_type_value == "ASSET_CHECK_EVALUATION")}
+    def states() -> dict[str, str]:
+        with WorkspaceProcessContext(dagster_instance, InProcessWorkspaceLoadTarget(origin)) as workspace:
+            list(FreshnessDaemon().run_iteration(workspace))
+        records = dagster_instance.get_freshness_state_records(marts)
+        return {key.path[-1]: records[key].freshness_state.value for key in marts}
 
-    before = evaluations()
-    assert ("conversation_metrics", False) in before and ("bot_performance_metrics", False) in before
-    assert ("usage_analytics", True) in before  # materialized within the last 2 hours by this module
-    run_job(dagster_instance, "daily_partition_job", partition_key=due.isoformat())
-    after = evaluations()
-    assert ("conversation_metrics", True) in after and ("bot_performance_metrics", True) in after
+    assert states() == dict.fromkeys(["fct_bot_replies", "usage_analytics", "conversation_metrics",
+                                      "bot_performance_metrics"], "PASS")
+    with freeze_time(datetime.now(UTC) + timedelta(hours=28)):
+        assert set(states().values()) == {"FAIL"}
 
 
 def test_dbt_tests_fail_on_the_rows_that_break_them(warehouse):

@@ -26,7 +26,7 @@ import oracle
 import pytest
 from conftest import build_window, drop_keys, lenient_quality_limits, module_scenario, run_job, settle, tick
 from marts_contract import assert_equal_to_oracle, mart_rows
-from processes import REPO_ROOT, Process, assert_marts_are_exact, drop_stack, make_stack
+from processes import REPO_ROOT, Process, assert_marts_are_exact, drop_stack, make_stack, warnings_of_our_code
 
 from dagster_project.policies import ACTIVE_RUN_STATUSES as ACTIVE
 from dagster_project.settings import scoped_environment
@@ -215,6 +215,7 @@ def test_with_the_daemon_running_and_nobody_touching_it(tmp_path):
         with stack.instance() as instance:
             failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
         assert not failed, [(r.job_name, r.run_id) for r in failed]
+        assert warnings_of_our_code(daemon.output) == []  # the daemon and the runs it launched
     finally:
         if daemon is not None:
             os.killpg(daemon.proc.pid, signal.SIGTERM)

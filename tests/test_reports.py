@@ -154,6 +154,7 @@ def test_daily_report_numbers_equal_the_oracle_for_platform_and_organization(bui
 
 def test_daily_report_series_and_bot_rankings_come_from_the_reply_facts(built, dagster_instance):
     scenario, src, facts, out = built
+    render(dagster_instance, "daily", DAY)
     data = report_data(out / "daily" / DAY / "platform.html")
     lo, hi = bounds(DAY, 1)
     with scenario.warehouse() as conn:
@@ -195,8 +196,9 @@ def test_report_with_marts_not_built_says_so(built, dagster_instance):
     assert "usage_analytics (168 of 168 hours missing)" in html
 
 
-def test_pdf_renders_to_a_non_blank_page(built, tmp_path):
+def test_pdf_renders_to_a_non_blank_page(built, dagster_instance, tmp_path):
     _, _, _, out = built
+    render(dagster_instance, "daily", DAY)
     pdf = out / "daily" / DAY / "platform.pdf"
     subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
                    check=True)
@@ -260,11 +262,12 @@ def test_report_is_emailed_once_with_a_readable_pdf_after_a_retry(built, dagster
     assert delivery.metadata["already_sent"] == dg.IntMetadataValue(2)
 
 
-def test_unreachable_smtp_fails_naming_the_settings(built, monkeypatch):
+def test_unreachable_smtp_fails_naming_the_settings(built, dagster_instance, monkeypatch):
     from dagster_project.reports.build import deliver_period
     from dagster_project.reports.delivery import DeliveryError
 
     scenario, src, _, _ = built
+    render(dagster_instance, "weekly", WEEK)
     recipients = Path(os.environ["BOTFLOW_REPORTS_DIR"]).parent / "ops.toml"
     recipients.write_text('platform = ["ops@botflow.example"]\n')
     monkeypatch.setenv("BOTFLOW_REPORT_RECIPIENTS", str(recipients))
@@ -282,19 +285,26 @@ def test_late_data_is_noted_by_the_next_report(built, dagster_instance):
     render(dagster_instance, "daily", day)
     said = report_data(out / "daily" / day / "platform.html")["kpis"]["conversations"]
     bot = src["bots"].sort_values("name").iloc[0]
+    late = uuid.uuid4()
     with scenario.source() as conn:
         conn.execute(
             "insert into conversations (id, organization_id, bot_id, customer_phone, status, started_at, ended_at, "
             "updated_at) values (%s, %s, %s, '+27820000001', 'resolved', '2026-11-13 10:30Z', '2026-11-13 10:40Z', "
-            "now())", (uuid.uuid4(), bot["organization_id"], bot["id"]))
-    run_job(dagster_instance, "hourly_partition_job", partition_key="2026-11-13-10:00")
-    run_job(dagster_instance, "daily_partition_job", partition_key=day)
-    render(dagster_instance, "daily", next_day)
-    data = report_data(out / "daily" / next_day / "platform.html")
-    assert data["previous_kpis"]["conversations"] == said + 1
-    assert len(data["revisions"]) == 1
-    assert f"Conversations {said} -> {said + 1}" in data["revisions"][0]
-    assert f"Conversations {said} -&gt; {said + 1}" in (out / "daily" / next_day / "platform.html").read_text()
+            "now())", (late, bot["organization_id"], bot["id"]))
+    try:
+        run_job(dagster_instance, "hourly_partition_job", partition_key="2026-11-13-10:00")
+        run_job(dagster_instance, "daily_partition_job", partition_key=day)
+        render(dagster_instance, "daily", next_day)
+        data = report_data(out / "daily" / next_day / "platform.html")
+        assert data["previous_kpis"]["conversations"] == said + 1
+        assert len(data["revisions"]) == 1
+        assert f"Conversations {said} -> {said + 1}" in data["revisions"][0]
+        assert f"Conversations {said} -&gt; {said + 1}" in (out / "daily" / next_day / "platform.html").read_text()
+    finally:  # the module's other tests compare with the oracle of the rows as simulated
+        with scenario.source() as conn:
+            conn.execute("delete from conversations where id = %s", (late,))
+        run_job(dagster_instance, "hourly_partition_job", partition_key="2026-11-13-10:00")
+        run_job(dagster_instance, "daily_partition_job", partition_key=day)
 
 
 # -- pure helpers ----------------------------------------------------------------------------------
