@@ -44,3 +44,21 @@ bench-live: install
 
 clean:
 	rm -rf dbt/target dbt/logs .pytest_cache .ruff_cache
+
+# Containers (docker/): PostgreSQL, a code server per code location, the Dagster webserver and daemon, Superset.
+# Settings in the environment or docker/.env (docker/env.example). Without an image registry, build local base
+# images first (docker/local/build-base-images) and pass BASE_IMAGE / POSTGRES_IMAGE; without a bridge
+# network, BOTFLOW_COMPOSE_HOST_NETWORK=1.
+COMPOSE_FILES := -f docker/compose.yaml $(if $(filter 1,$(BOTFLOW_COMPOSE_HOST_NETWORK)),-f docker/compose.host.yaml)
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose) \
+	--env-file docker/.env -p botflow $(COMPOSE_FILES)
+.PHONY: up down compose-check
+docker/.env:
+	@echo "copy docker/env.example to docker/.env and fill in its secrets" >&2; exit 1
+up: docker/.env
+	$(COMPOSE) build
+	$(COMPOSE) up -d
+down: docker/.env
+	$(COMPOSE) down
+compose-check: install   # up, one partition through the code server, a mart row, GraphQL, Superset, down
+	$(BIN)/python docker/compose_check.py

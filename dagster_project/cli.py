@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     superset_sub = superset.add_subparsers(dest="superset_command", required=True)
     superset_sub.add_parser("up", help="install (once), initialize and start Superset on 127.0.0.1:8088")
     superset_sub.add_parser("down", help="stop the Superset started by `up`")
+    superset_sub.add_parser("serve", help="initialize, then run Superset in the foreground (containers)")
     superset_sub.add_parser("sync", help="create the read-only role and import the datasets, charts, dashboards")
     grant = superset_sub.add_parser("grant", help="let a user see one organization's rows on every dashboard")
     grant.add_argument("--org", required=True, help="organization name or id")
@@ -286,6 +287,8 @@ def cmd_superset(args) -> int:
             service.up(settings)
             print(f"log in at {s.url} as {s.admin_user} (password: $BOTFLOW_SUPERSET_ADMIN_PASSWORD, "
                   f"else {s.home / 'secrets.json'})")
+        elif args.superset_command == "serve":
+            service.serve(settings)
         elif args.superset_command == "down":
             print("Superset stopped" if service.stop(s) else "Superset was not running (no pid file)")
         elif args.superset_command == "sync":

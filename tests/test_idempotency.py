@@ -42,20 +42,33 @@ def snapshot(url: str) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def reference(dagster_instance):
-    with lenient_quality_limits(), module_scenario("idem", extra_warehouses=2) as (scenario, second, third):
+    """One source and four warehouses: the first built now (the reference), the others by the tests that
+    build them their own way. No test changes the source or another test's warehouse, so the tests
+    pass in any order."""
+    with lenient_quality_limits(), module_scenario("idem", extra_warehouses=3) as (scenario, second, third, fourth):
         with scenario.source() as conn:
             simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
         build_window(dagster_instance, START, date(2026, 5, 4))
-        yield scenario, second, snapshot(scenario.warehouse_url), third
+        yield scenario, second, snapshot(scenario.warehouse_url), third, fourth
+
+
+@pytest.fixture
+def lost_hour(dagster_instance):
+    """A source of its own (the same simulated days), built, for the test that deletes an hour of it."""
+    with lenient_quality_limits(), module_scenario("idem_gone") as (scenario,):
+        with scenario.source() as conn:
+            simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
+        build_window(dagster_instance, START, date(2026, 5, 4))
+        yield scenario
 
 def test_reference_build_has_rows(reference):
-    _, _, ref, _ = reference
+    _, _, ref, _, _ = reference
     for table in ("marts.conversation_metrics", "marts.usage_analytics", "raw.quarantine", "raw.repairs"):
         assert ref[table], f"{table} is empty"
 
 
 def test_a_partition_run_twice_changes_nothing(reference, dagster_instance):
-    scenario, _, ref, _ = reference
+    scenario, _, ref, _, _ = reference
     scenario.activate()
     for _ in range(2):
         run_job(dagster_instance, "hourly_partition_job", partition_key="2026-05-01-14:00")
@@ -65,7 +78,7 @@ def test_a_partition_run_twice_changes_nothing(reference, dagster_instance):
 
 def test_partitions_in_another_order_give_the_same_rows(reference, dagster_instance):
     """A fresh warehouse, raw hours loaded last day first, marts built in shuffled order."""
-    _, second, ref, _ = reference
+    _, second, ref, _, _ = reference
     second.activate()
     for day in ("2026-05-03", "2026-05-01", "2026-05-02"):
         run_job(dagster_instance, "hourly_partition_job", start=f"{day}-23:00", end=f"{day}-23:00",
@@ -83,7 +96,7 @@ def test_partitions_in_another_order_give_the_same_rows(reference, dagster_insta
 
 def test_a_stopped_backfill_resumes_without_duplicates_or_gaps(reference, dagster_instance):
     """A backfill that stopped after its first day (raw and marts half built) is relaunched whole."""
-    _, _, ref, third = reference
+    _, _, ref, third, _ = reference
     third.activate()
     run_job(dagster_instance, "dbt_views_job")
     run_job(dagster_instance, "hourly_partition_job", start="2026-05-01-00:00", end="2026-05-01-23:00")
@@ -99,15 +112,16 @@ def test_full_refresh_recomputes_costs_of_all_history(reference, dagster_instanc
     from dagster_project.definitions import defs
     from dagster_project.runner import refresh_marts
 
-    _, second, _, _ = reference
-    second.activate()
+    *_, fourth = reference
+    fourth.activate()
+    build_window(dagster_instance, START, date(2026, 5, 4))
 
     def costs():
         return {r["message_id"]: (r["cost_usd"], r["created_at"])
-                for r in fetch_table(second.warehouse_url, "marts.fct_bot_replies", "message_id")}
+                for r in fetch_table(fourth.warehouse_url, "marts.fct_bot_replies", "message_id")}
 
     before = costs()
-    with second.warehouse() as conn:
+    with fourth.warehouse() as conn:
         conn.execute("update reference.llm_prices set prompt_price_per_1k = 2 * prompt_price_per_1k, "
                      "completion_price_per_1k = 2 * completion_price_per_1k")
         conn.commit()
@@ -120,17 +134,18 @@ def test_full_refresh_recomputes_costs_of_all_history(reference, dagster_instanc
     assert after.keys() == before.keys()
     assert all(after[k][0] == 2 * before[k][0] for k in before)
     per_conversation: dict = {}
-    for row in fetch_table(second.warehouse_url, "marts.fct_bot_replies", "message_id"):
+    for row in fetch_table(fourth.warehouse_url, "marts.fct_bot_replies", "message_id"):
         per_conversation[row["conversation_id"]] = per_conversation.get(row["conversation_id"], 0) + row["cost_usd"]
-    for row in fetch_table(second.warehouse_url, "marts.conversation_metrics", "conversation_id"):
+    for row in fetch_table(fourth.warehouse_url, "marts.conversation_metrics", "conversation_id"):
         expected = per_conversation.get(row["conversation_id"], 0)
         assert row["estimated_cost_usd"] == half_up(expected, 6)
 
 
-def test_a_window_that_now_yields_nothing_leaves_no_stale_rows(reference, dagster_instance):
+def test_a_window_that_now_yields_nothing_leaves_no_stale_rows(lost_hour, dagster_instance):
     """The app deletes an hour's data: re-running that hour removes its rows from every layer."""
-    scenario, _, ref, _ = reference
+    scenario = lost_hour
     scenario.activate()
+    ref = snapshot(scenario.warehouse_url)
     hour = "2026-05-02 15:00+00"
     with scenario.source() as conn:
         conn.execute("delete from messages where created_at >= %s and created_at < %s::timestamptz + interval '1 hour'",

@@ -16,9 +16,14 @@ from dagster_project.resources import SourceDatabase
 from dagster_project.simulate import Trickle, create_source_tables, seed_directory
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live(dagster_instance):
+    """A source with the tables and the directory (organizations, bots) but no traffic, for each test."""
     with module_scenario("live") as (scenario,):
+        with scenario.source() as conn:
+            create_source_tables(conn, "public")
+            seed_directory(conn, "public")
+            conn.commit()
         yield scenario
 
 
@@ -33,10 +38,6 @@ def tick(instance, scenario, cursor):
 def test_sensor_runs_once_per_change_and_never_piles_up(live, dagster_instance):
     scenario = live
     scenario.activate()
-    with scenario.source() as conn:
-        create_source_tables(conn, "public")
-        seed_directory(conn, "public")
-        conn.commit()
     result, cursor = tick(dagster_instance, scenario, None)
     assert not result.run_requests and "no messages" in result.skip_message
 

@@ -142,21 +142,27 @@ def _psycopg2_url(url: str) -> str:
 
 def ensure_venv(s: SupersetSettings, progress: Callable[[str], None] = print) -> Path:
     """Create Superset's virtualenv with the known-good pins if absent (about 2 minutes once)."""
-    marker = s.venv / ".botflow-requirements"
+    return install_venv(s.venv, progress)
+
+
+def install_venv(venv: Path, progress: Callable[[str], None] = print) -> Path:
+    """Superset's virtualenv at `venv` with REQUIREMENTS, unless it holds them already (the image build
+    calls this too: docker/superset.Dockerfile)."""
+    marker = venv / ".botflow-requirements"
     wanted = "\n".join(REQUIREMENTS)
     if marker.exists() and marker.read_text() == wanted:
-        return s.venv
-    progress(f"installing Superset {SUPERSET_VERSION} into {s.venv} (once; about 2 minutes) ...")
+        return venv
+    progress(f"installing Superset {SUPERSET_VERSION} into {venv} (once; about 2 minutes) ...")
     # pip's own settings (index, proxy, certificates) and no BotFlow secret: not the caller's environment
     env = {k: v for k, v in os.environ.items()
            if k in INHERITED_VARIABLES or k.startswith(("PIP_", "SSL_", "REQUESTS_CA", "CURL_CA"))
            or k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
-    subprocess.run([sys.executable, "-m", "venv", str(s.venv)], check=True, env=env)
-    pip = [str(s.venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True, env=env)
     subprocess.run([*pip, *REQUIREMENTS], check=True, env=env)
     marker.write_text(wanted)
-    return s.venv
+    return venv
 
 
 def ensure_metadata_database(s: SupersetSettings) -> None:
@@ -227,16 +233,20 @@ def is_running(s: SupersetSettings) -> bool:
         return False
 
 
+def gunicorn_command(s: SupersetSettings, *, daemon: bool) -> list[str]:
+    """Superset under gunicorn on s.host:s.port; as a daemon (`up`) or in the foreground (`serve`)."""
+    detach = ["--daemon", "--pid", str(s.pid_file), "--error-logfile", str(s.home / "gunicorn.log"),
+              "--capture-output"] if daemon else ["--access-logfile", "-"]
+    return [str(s.venv / "bin" / "gunicorn"), *detach, "--workers", "2", "--worker-class", "gthread",
+            "--threads", "4", "--timeout", "120", "--bind", f"{s.host}:{s.port}", "superset.app:create_app()"]
+
+
 def start(s: SupersetSettings, progress: Callable[[str], None] = print, timeout: float = 90) -> None:
     if is_running(s):
         progress(f"Superset already answers on {s.url}")
         return
     log = s.home / "gunicorn.log"
-    subprocess.run(
-        [str(s.venv / "bin" / "gunicorn"), "--daemon", "--pid", str(s.pid_file), "--workers", "2",
-         "--worker-class", "gthread", "--threads", "4", "--timeout", "120", "--bind", f"{s.host}:{s.port}",
-         "--error-logfile", str(log), "--capture-output", "superset.app:create_app()"],
-        env=s.environment(), check=True, cwd=s.home)
+    subprocess.run(gunicorn_command(s, daemon=True), env=s.environment(), check=True, cwd=s.home)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_running(s):
@@ -265,6 +275,17 @@ def stop(s: SupersetSettings, timeout: float = 20) -> bool:
         time.sleep(0.2)
     s.pid_file.unlink(missing_ok=True)
     return True
+
+
+def serve(settings: Settings, progress: Callable[[str], None] = print) -> None:
+    """`up` for a container: initialize, then become gunicorn in the foreground (its logs on stdout)."""
+    s = SupersetSettings.from_env(settings)
+    ensure_venv(s, progress)
+    ensure_metadata_database(s)
+    initialize(s, progress)
+    command = gunicorn_command(s, daemon=False)
+    os.chdir(s.home)
+    os.execve(command[0], command, s.environment())
 
 
 def up(settings: Settings, progress: Callable[[str], None] = print) -> SupersetSettings:
