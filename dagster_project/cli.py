@@ -276,6 +276,8 @@ def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
 
 
 def cmd_superset(args) -> int:
+    import psycopg
+
     from .superset import service
     from .superset.api import SupersetError
     from .superset.sync import grant, sync
@@ -294,7 +296,11 @@ def cmd_superset(args) -> int:
         elif args.superset_command == "sync":
             # tenant logins must not reach BotFlow's other databases (the source too, when embedded)
             others = [settings.dagster_storage_url, *([settings.source_url] if settings.embedded else [])]
-            sync(s, settings.warehouse_url, other_databases=others)
+            try:
+                sync(s, settings.warehouse_url, other_databases=others)
+            except psycopg.errors.UndefinedTable as exc:
+                raise ConfigError(f"the marts are not built yet ({str(exc).splitlines()[0]}): build a day first "
+                                  "(botflow run, or the partition jobs in the UI), then sync") from None
             print(f"dashboards: {s.url}/dashboard/bot-performance/, /dashboard/usage/, /dashboard/live/")
         else:
             grant(s, settings.warehouse_url, args.org, args.user, _new_user_password())

@@ -7,6 +7,7 @@ source demo database, the warehouse and Dagster's storage.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -225,11 +226,13 @@ def embedded_urls(home: Path) -> dict[str, str]:
 
 
 def ensure_databases(admin_url: str, names) -> None:
+    """Create the databases that do not exist yet (another process may create one at the same time)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         existing = {r[0] for r in conn.execute("select datname from pg_database")}
         for name in names:
             if name not in existing:
-                conn.execute(f'create database "{name}"')
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                    conn.execute(f'create database "{name}"')
             conn.execute(f"alter database \"{name}\" set timezone to 'UTC'")
 
 

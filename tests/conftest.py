@@ -216,6 +216,23 @@ def lenient_quality_limits() -> AbstractContextManager[None]:
     return scoped_environment({"BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"})
 
 
+@contextmanager
+def simulated_and_built(instance, name: str, start: date, days: int, seed: int,
+                        extra_warehouses: int = 0) -> Iterator[list[Scenario]]:
+    """Databases of their own (module_scenario) with `days` simulated from `start` (60 conversations a day,
+    lenient share limits for the whole block) and the first warehouse built through Dagster up to the day
+    after them."""
+    from datetime import timedelta
+
+    from dagster_project.simulate import simulate
+
+    with lenient_quality_limits(), module_scenario(name, extra_warehouses) as scenarios:
+        with scenarios[0].source() as conn:
+            simulate(conn, "public", start, days, seed=seed, conversations_per_day=60)
+        build_window(instance, start, start + timedelta(days=days + 1))
+        yield scenarios
+
+
 # change capture, as the daemon would evaluate it and launch what it asks for
 
 

@@ -10,19 +10,17 @@ import psycopg
 import pytest
 from conftest import (
     RUN_TAG,
-    build_window,
     create_database,
     drop_database,
-    lenient_quality_limits,
-    module_scenario,
     requested,
     run_request,
+    simulated_and_built,
     tick,
     tick_source,
 )
 from marts_contract import assert_equal_to_oracle, mart_rows
 
-from dagster_project.simulate import create_source_tables, simulate
+from dagster_project.simulate import create_source_tables
 
 START = date(2026, 6, 1)
 HOUR, DAY = "%Y-%m-%d-%H:%M", "%Y-%m-%d"
@@ -42,10 +40,7 @@ def clusters(keys: set[str], key_format: str, gap: timedelta) -> list[tuple[str,
 
 @pytest.fixture(scope="module")
 def captured(dagster_instance):
-    with lenient_quality_limits(), module_scenario("cc") as (scenario,):
-        with scenario.source() as conn:
-            simulate(conn, "public", START, 2, seed=21, conversations_per_day=60)
-        build_window(dagster_instance, START, date(2026, 6, 4))
+    with simulated_and_built(dagster_instance, "cc", START, 2, seed=21) as (scenario,):
         yield scenario
 
 

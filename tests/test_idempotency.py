@@ -6,11 +6,9 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from conftest import build_window, fetch_table, lenient_quality_limits, module_scenario, run_job
+from conftest import build_window, fetch_table, run_job, simulated_and_built
 from marts_contract import MARTS
 from oracle import half_up
-
-from dagster_project.simulate import simulate
 
 START = date(2026, 5, 1)
 RAW_KEYS = [dg.AssetKey(["raw", t]) for t in ("organizations", "bots", "conversations", "messages", "api_events")]
@@ -45,20 +43,15 @@ def reference(dagster_instance):
     """One source and four warehouses: the first built now (the reference), the others by the tests that
     build them their own way. No test changes the source or another test's warehouse, so the tests
     pass in any order."""
-    with lenient_quality_limits(), module_scenario("idem", extra_warehouses=3) as (scenario, second, third, fourth):
-        with scenario.source() as conn:
-            simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
-        build_window(dagster_instance, START, date(2026, 5, 4))
+    with simulated_and_built(dagster_instance, "idem", START, 2, seed=11, extra_warehouses=3) as (
+            scenario, second, third, fourth):
         yield scenario, second, snapshot(scenario.warehouse_url), third, fourth
 
 
 @pytest.fixture
 def lost_hour(dagster_instance):
     """A source of its own (the same simulated days), built, for the test that deletes an hour of it."""
-    with lenient_quality_limits(), module_scenario("idem_gone") as (scenario,):
-        with scenario.source() as conn:
-            simulate(conn, "public", START, 2, seed=11, conversations_per_day=60)
-        build_window(dagster_instance, START, date(2026, 5, 4))
+    with simulated_and_built(dagster_instance, "idem_gone", START, 2, seed=11) as (scenario,):
         yield scenario
 
 def test_reference_build_has_rows(reference):
