@@ -322,8 +322,9 @@ def _new_user_password() -> str | None:
 def cmd_demo(args) -> int:
     today = datetime.now(UTC).date()
     start = today - timedelta(days=args.days)
-    settings = _settings().starting_partitions_at(start)
+    settings = Settings.from_env().starting_partitions_at(start)  # before export() sets the variable
     settings.export()
+    settings.prepare_dagster_home()
     print(f"source:    {redact(settings.source_url)}")
     print(f"warehouse: {redact(settings.warehouse_url)}")
     _simulate(settings, start, args.days, args.seed, args.conversations_per_day)

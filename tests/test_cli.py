@@ -98,3 +98,25 @@ def test_a_missing_source_column_fails_at_once_naming_it_and_the_settings(make_s
     assert "source columns missing in schema 'public': conversations.customer_phone, messages.updated_at" in message
     assert "BOTFLOW_SOURCE_SCHEMA" in message
     assert time.monotonic() - began < 30  # no retries (they took 48 s)
+
+
+def test_the_demo_starts_partitions_at_its_first_day_and_keeps_the_earliest(tmp_path, monkeypatch):
+    """On the embedded database the UI's partitions cover the demo's days; a later demo keeps the earlier
+    start; BOTFLOW_PARTITIONS_START set by the user, or configured databases, win."""
+    from datetime import date
+
+    from dagster_project.settings import DEFAULT_PARTITIONS_START, Settings, _demo_start
+
+    monkeypatch.delenv("BOTFLOW_PARTITIONS_START", raising=False)
+    embedded = Settings(source_url="postgresql://x@127.0.0.1/x", source_schema="public",
+                        warehouse_url="postgresql://x@127.0.0.1/y", dagster_storage_url="postgresql://x@127.0.0.1/z",
+                        dagster_home=tmp_path, botflow_home=tmp_path, phone_hash_key="k",
+                        partitions_start=DEFAULT_PARTITIONS_START, embedded=True)
+    assert embedded.starting_partitions_at(date(2026, 11, 28)).partitions_start == "2026-11-28"
+    assert embedded.starting_partitions_at(date(2026, 12, 5)).partitions_start == "2026-11-28"
+    assert _demo_start(tmp_path, embedded=True) == "2026-11-28"  # what `botflow ui` reads next
+    assert _demo_start(tmp_path, embedded=False) is None
+    configured = Settings(**{**embedded.__dict__, "embedded": False})
+    assert configured.starting_partitions_at(date(2026, 11, 1)).partitions_start == DEFAULT_PARTITIONS_START
+    monkeypatch.setenv("BOTFLOW_PARTITIONS_START", "2026-01-01")
+    assert embedded.starting_partitions_at(date(2026, 11, 1)).partitions_start == DEFAULT_PARTITIONS_START
