@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -144,7 +145,8 @@ def container_stats(stack: Stack) -> dict[str, dict[str, str]]:
     stats = {}
     for line in out.splitlines():
         row = json.loads(line)
-        name = row["Name"].removeprefix(f"{PROJECT}_").removeprefix(f"{PROJECT}-").rsplit("_", 1)[0].rsplit("-", 1)[0]
+        # compose v1 names containers project_service_1, compose v2 project-service-1
+        name = re.sub(r"[-_]\d+$", "", row["Name"].removeprefix(f"{PROJECT}_").removeprefix(f"{PROJECT}-"))
         stats[name] = {"memory": row["MemUsage"].split(" / ")[0], "cpu": row["CPUPerc"]}
     return stats
 
