@@ -50,7 +50,7 @@ clean:
 # images first (docker/local/build-base-images) and pass BASE_IMAGE / POSTGRES_IMAGE; without a bridge
 # network, BOTFLOW_COMPOSE_HOST_NETWORK=1.
 COMPOSE_FILES := -f docker/compose.yaml -f docker/compose.$(if $(filter 1,$(BOTFLOW_COMPOSE_HOST_NETWORK)),host,bridge).yaml
-COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose) \
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose) \
 	--env-file docker/.env -p botflow $(COMPOSE_FILES)
 .PHONY: up down compose-check
 docker/.env:
