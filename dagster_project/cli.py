@@ -134,8 +134,11 @@ def storage_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _settings() -> Settings:
+def _settings(demo_start: date | None = None) -> Settings:
+    """The settings, published to the environment; `demo_start`: the demo's first day (partitions start)."""
     settings = Settings.from_env()
+    if demo_start is not None:  # before export() sets BOTFLOW_PARTITIONS_START
+        settings = settings.starting_partitions_at(demo_start)
     settings.export()
     settings.prepare_dagster_home()
     return settings
@@ -322,9 +325,7 @@ def _new_user_password() -> str | None:
 def cmd_demo(args) -> int:
     today = datetime.now(UTC).date()
     start = today - timedelta(days=args.days)
-    settings = Settings.from_env().starting_partitions_at(start)  # before export() sets the variable
-    settings.export()
-    settings.prepare_dagster_home()
+    settings = _settings(demo_start=start)
     print(f"source:    {redact(settings.source_url)}")
     print(f"warehouse: {redact(settings.warehouse_url)}")
     _simulate(settings, start, args.days, args.seed, args.conversations_per_day)

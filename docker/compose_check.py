@@ -63,6 +63,11 @@ class Stack:
             raise SystemExit(f"compose-check: `{' '.join(args[:3])}` failed (exit {result.returncode})")
         return result.stdout or ""
 
+    def down(self) -> None:
+        """Remove the stack's containers and volumes (quietly: also what an interrupted check left)."""
+        subprocess.run([*self.compose, "down", "-v", "--remove-orphans"], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
     def sql(self, query: str, database: str = "botflow_warehouse") -> str:
         return self.run("exec", "-T", "postgres", "psql", "-U", "postgres", "-p", self.env["POSTGRES_PORT"],
                         "-d", database, "-Atc", query, capture=True).strip()
@@ -201,8 +206,7 @@ def main() -> int:
         stack.run("build")
         report["build_seconds"] = round(time.monotonic() - began)
         step("starting the stack")
-        subprocess.run([*stack.compose, "down", "-v", "--remove-orphans"], env=stack.env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # what an interrupted check left
+        stack.down()
         up = time.monotonic()
         stack.run("up", "-d")
         wait("the Dagster UI with both code locations", lambda: locations_loaded(stack))
@@ -242,8 +246,7 @@ def main() -> int:
         raise
     finally:
         step("tearing the stack down")
-        subprocess.run([*stack.compose, "down", "-v", "--remove-orphans"], env=stack.env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        stack.down()
 
 
 if __name__ == "__main__":

@@ -277,21 +277,24 @@ def stop(s: SupersetSettings, timeout: float = 20) -> bool:
     return True
 
 
-def serve(settings: Settings, progress: Callable[[str], None] = print) -> None:
-    """`up` for a container: initialize, then become gunicorn in the foreground (its logs on stdout)."""
+def prepare(settings: Settings, progress: Callable[[str], None] = print) -> SupersetSettings:
+    """What `up` and `serve` do before starting gunicorn: the venv, the metadata database, its setup."""
     s = SupersetSettings.from_env(settings)
     ensure_venv(s, progress)
     ensure_metadata_database(s)
     initialize(s, progress)
+    return s
+
+
+def serve(settings: Settings, progress: Callable[[str], None] = print) -> None:
+    """`up` for a container: initialize, then become gunicorn in the foreground (its logs on stdout)."""
+    s = prepare(settings, progress)
     command = gunicorn_command(s, daemon=False)
     os.chdir(s.home)
     os.execve(command[0], command, s.environment())
 
 
 def up(settings: Settings, progress: Callable[[str], None] = print) -> SupersetSettings:
-    s = SupersetSettings.from_env(settings)
-    ensure_venv(s, progress)
-    ensure_metadata_database(s)
-    initialize(s, progress)
+    s = prepare(settings, progress)
     start(s, progress)
     return s
