@@ -100,7 +100,7 @@ create trigger trig_messages_metrics after insert on trig_messages
 
 
 def database_url(admin: str, name: str) -> str:
-    from dagster_project.settings import with_database
+    from dagster_project.core.settings import with_database
 
     return with_database(admin, name)
 
@@ -221,7 +221,7 @@ def pandas_peer(floor_url: str, lo: datetime, hi: datetime) -> tuple[float, int]
 
 # -- the warehouse -----------------------------------------------------------------------------------
 def run_job(defs, instance, job_name: str, partition_key: str) -> float:
-    from dagster_project.runner import QUIET_LOGS
+    from dagster_project.automation.runner import QUIET_LOGS
 
     job = defs.resolve_job_def(job_name)
     began = time.perf_counter()
@@ -236,7 +236,7 @@ import sys, time
 began = time.perf_counter()
 import dagster as dg
 from dagster_project.definitions import defs
-from dagster_project.runner import QUIET_LOGS
+from dagster_project.automation.runner import QUIET_LOGS
 with dg.DagsterInstance.get() as instance:
     result = defs.resolve_job_def(sys.argv[1]).execute_in_process(
         instance=instance, partition_key=sys.argv[2], run_config=QUIET_LOGS)
@@ -286,16 +286,16 @@ def main() -> int:
                            "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
                            "BOTFLOW_PARTITIONS_START": "2026-01-01", "BOTFLOW_MAX_REJECTED_SHARE": "1",
                            "BOTFLOW_MAX_REPAIRED_SHARE": "1"})
-        from dagster_project.settings import Settings
+        from dagster_project.core.settings import Settings
 
         settings = Settings.from_env()
         settings.export()
         settings.prepare_dagster_home()
         import dagster as dg
 
+        from dagster_project.automation.runner import refresh_marts, run_window
         from dagster_project.definitions import defs
-        from dagster_project.runner import refresh_marts, run_window
-        from dagster_project.simulate import simulate
+        from dagster_project.dev.simulate import simulate
 
         say(f"simulating {days} days x {per_day} conversations into the source ...")
         with psycopg.connect(src) as conn:

@@ -51,9 +51,9 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=2, help="sensor interval in seconds")
     args = parser.parse_args()
 
-    from dagster_project.daemon import start_daemon, stop_daemon
-    from dagster_project.settings import Settings, ensure_databases, with_database
-    from dagster_project.simulate import Trickle
+    from dagster_project.cli.daemon import start_daemon, stop_daemon
+    from dagster_project.core.settings import Settings, ensure_databases, with_database
+    from dagster_project.dev.simulate import Trickle
 
     admin = admin_url()
     tag = uuid.uuid4().hex[:6]

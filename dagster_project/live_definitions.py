@@ -2,70 +2,36 @@
 
 A code location of its own (see workspace.yaml) so that a live run's worker process imports only
 this (no dbt manifest): the run starts about 2 s sooner, and that start-up is most of the live lag.
+Like definitions.py, importing it does no work: Dagster calls `botflow_live()`.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 
 import dagster as dg
-from psycopg import sql
-
-from .assets.live import live_tables
-from .policies import ACTIVE_RUN_STATUSES
-from .resources import SourceDatabase, database_resources
-from .settings import Settings
-
-Settings.from_env().export()  # the environment, else the embedded PostgreSQL (as definitions.py)
-
-live_job = dg.define_asset_job(
-    "live_job",
-    selection=dg.AssetSelection.assets(live_tables),
-    executor_def=dg.in_process_executor,  # one small step: no subprocess start-up on the lag path
-    description="Load the last two hours and refresh the live tables (launched by live_feed_sensor).",
-)
-
-LIVE_INTERVAL_SECONDS = int(os.environ.get("BOTFLOW_LIVE_INTERVAL_SECONDS", "5"))
 
 
-def source_watermark(source: SourceDatabase) -> str | None:
-    """max(updated_at) of messages and conversations, ignoring values in the future (a bad writer's
-    future timestamp would otherwise hide every later change); two backward index scans."""
-    query = sql.SQL(
-        "select greatest("
-        "(select max(updated_at) from {s}.messages where updated_at <= now() + interval '5 minutes'), "
-        "(select max(updated_at) from {s}.conversations where updated_at <= now() + interval '5 minutes'))"
-    ).format(s=sql.Identifier(source.schema_name))
-    with source.connect() as conn:
-        value = conn.execute(query).fetchone()[0]
-    return value.isoformat() if value else None
+@functools.cache
+def _assemble() -> dg.Definitions:
+    from dagster_project.core.settings import Settings
+
+    Settings.from_env().export()  # the environment, else the embedded PostgreSQL (as definitions.py)
+
+    from dagster_project.core.resources import database_resources
+    from dagster_project.serve.live.assets import live_tables
+    from dagster_project.serve.live.sensor import live_feed_sensor, live_job
+
+    return dg.Definitions(assets=[live_tables], jobs=[live_job], sensors=[live_feed_sensor],
+                          resources=database_resources())
 
 
-@dg.sensor(
-    name="live_feed_sensor",
-    job=live_job,
-    minimum_interval_seconds=LIVE_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every BOTFLOW_LIVE_INTERVAL_SECONDS (default 5 s): when the source has rows newer than the "
-    "cursor, launch one live run; never a second while one is queued or running.",
-)
-def live_feed_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase):
-    watermark = source_watermark(source)
-    if watermark is None:
-        return dg.SkipReason("the source has no messages yet")
-    if watermark == context.cursor:
-        return dg.SkipReason(f"no source change since {watermark}")
-    running = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=live_job.name, statuses=ACTIVE_RUN_STATUSES), limit=1)
-    if running:  # coalesce: the cursor stays, so the next tick after this run picks the change up
-        return dg.SkipReason(f"live run {running[0].run_id[:8]} is still in progress")
-    context.update_cursor(watermark)
-    return dg.RunRequest(run_key=f"live-{watermark}", tags={"botflow/reason": f"source changed up to {watermark}"})
+@dg.definitions
+def botflow_live() -> dg.Definitions:
+    return _assemble()
 
 
-defs = dg.Definitions(
-    assets=[live_tables],
-    jobs=[live_job],
-    sensors=[live_feed_sensor],
-    resources=database_resources(),
-)
+def __getattr__(name: str) -> dg.Definitions:
+    if name == "defs":
+        return _assemble()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Superset configuration for the BotFlow warehouse; every value comes from the environment.
 
-`botflow superset up` sets these variables (see dagster_project/superset/service.py):
+`botflow superset up` sets these variables (see dagster_project/serve/superset/service.py):
 - BOTFLOW_SUPERSET_METADATA_URL: Superset's own metadata database (PostgreSQL, postgresql+psycopg2://)
 - BOTFLOW_SUPERSET_SECRET_KEY: signs sessions; generated once per $BOTFLOW_HOME when unset
 - BOTFLOW_SUPERSET_TENANT_KEY: the warehouse logins' passwords derive from it (see below)
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
-    "botflow_logins", Path(__file__).resolve().parent.parent / "dagster_project" / "superset" / "logins.py")
+    "botflow_logins", Path(__file__).resolve().parent.parent / "dagster_project" / "serve" / "superset" / "logins.py")
 _logins = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_logins)
 _TENANT_KEY = os.environ["BOTFLOW_SUPERSET_TENANT_KEY"]

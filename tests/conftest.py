@@ -46,7 +46,7 @@ os.environ["BOTFLOW_PHONE_HASH_KEY"] = "test-phone-key"
 
 
 def database_url(name: str) -> str:
-    from dagster_project.settings import with_database
+    from dagster_project.core.settings import with_database
 
     return with_database(ADMIN_URL, name)
 
@@ -75,7 +75,7 @@ def dagster_instance(tmp_path_factory) -> Iterator:
     """A Dagster instance whose storage is a PostgreSQL database (as in production)."""
     import dagster as dg
 
-    from dagster_project.settings import DAGSTER_YAML, sqlalchemy_url
+    from dagster_project.core.settings import DAGSTER_YAML, sqlalchemy_url
 
     name = f"bf_test_dagster_{RUN_TAG}"
     url = create_database(name)
@@ -106,7 +106,7 @@ class Scenario:
         return psycopg.connect(self.warehouse_url, options="-c timezone=UTC")
 
     def activate(self) -> None:
-        from dagster_project.settings import dbt_env
+        from dagster_project.core.settings import dbt_env
 
         os.environ["BOTFLOW_SOURCE_URL"] = self.source_url
         os.environ["BOTFLOW_WAREHOUSE_URL"] = self.warehouse_url
@@ -160,7 +160,7 @@ def run_job(instance, job_name: str, *, start: str | None = None, end: str | Non
     """Run a job of the code location in-process, recorded in the instance; raise on failure."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from dagster_project.runner import QUIET_LOGS
+    from dagster_project.automation.runner import QUIET_LOGS
 
     if defs is None:
         from dagster_project.definitions import defs
@@ -178,8 +178,8 @@ def run_job(instance, job_name: str, *, start: str | None = None, end: str | Non
 
 def build_window(instance, start: date, end: date) -> None:
     """`botflow run --start --end` through the same code path."""
+    from dagster_project.automation.runner import run_window
     from dagster_project.definitions import defs
-    from dagster_project.runner import run_window
 
     run_window(defs, instance, start, end, progress=lambda _line: None)
 
@@ -211,7 +211,7 @@ REPO = Path(__file__).resolve().parent.parent
 def lenient_quality_limits() -> AbstractContextManager[None]:
     """For scenarios with a bad row of every kind among few rows: the share limits of gx_raw_quality
     (tested in test_quality.py) would rightly fail them."""
-    from dagster_project.settings import scoped_environment
+    from dagster_project.core.settings import scoped_environment
 
     return scoped_environment({"BOTFLOW_MAX_REJECTED_SHARE": "1", "BOTFLOW_MAX_REPAIRED_SHARE": "1"})
 
@@ -224,7 +224,7 @@ def simulated_and_built(instance, name: str, start: date, days: int, seed: int,
     after them."""
     from datetime import timedelta
 
-    from dagster_project.simulate import simulate
+    from dagster_project.dev.simulate import simulate
 
     with lenient_quality_limits(), module_scenario(name, extra_warehouses) as scenarios:
         with scenarios[0].source() as conn:
@@ -245,8 +245,8 @@ def tick_source(instance, source_url, cursor, *, warehouse_url=None):
     """One evaluation of the sensor (a warehouse without a raw layer lists no stale hours)."""
     import dagster as dg
 
+    from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
     from dagster_project.definitions import defs
-    from dagster_project.resources import SourceDatabase, WarehouseDatabase
 
     sensor = defs.resolve_sensor_def("change_capture_sensor")
     source = SourceDatabase(url=source_url, schema_name="public", phone_hash_key="k")

@@ -21,8 +21,8 @@ import psycopg
 from conftest import ADMIN_URL, RUN_TAG, create_database, drop_database
 from marts_contract import assert_equal_to_oracle, mart_rows
 
-from dagster_project.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url, with_database
-from dagster_project.simulate import simulate
+from dagster_project.core.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url, with_database
+from dagster_project.dev.simulate import simulate
 
 BOTFLOW = str(Path(sys.executable).with_name("botflow"))
 REPO_ROOT = Path(__file__).resolve().parent.parent

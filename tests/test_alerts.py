@@ -20,8 +20,8 @@ import dagster as dg
 import pytest
 from conftest import ADMIN_URL, RUN_TAG, Inbox, create_database, drop_database, free_port
 
-from dagster_project.alerts import AlertCursor, alerts_sensor, find_incidents
-from dagster_project.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url
+from dagster_project.automation.alerts import AlertCursor, alerts_sensor, find_incidents
+from dagster_project.core.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url
 
 PARTITION = "2026-06-01-10:00"
 

@@ -20,7 +20,7 @@ from conftest import (
 )
 from marts_contract import assert_equal_to_oracle, mart_rows
 
-from dagster_project.simulate import create_source_tables
+from dagster_project.dev.simulate import create_source_tables
 
 START = date(2026, 6, 1)
 HOUR, DAY = "%Y-%m-%d-%H:%M", "%Y-%m-%d"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dagster_project.cli import main
+from dagster_project.cli.main import main
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -67,8 +67,8 @@ def test_bad_day_counts(capsys, days):
 def test_missing_source_tables_fail_at_once_naming_the_settings(make_scenario, dagster_instance):
     from datetime import date
 
+    from dagster_project.automation.runner import RunFailed, run_window
     from dagster_project.definitions import defs
-    from dagster_project.runner import RunFailed, run_window
 
     make_scenario("nosource")
     with pytest.raises(RunFailed) as failure:
@@ -82,9 +82,9 @@ def test_a_missing_source_column_fails_at_once_naming_it_and_the_settings(make_s
     import time
     from datetime import date
 
+    from dagster_project.automation.runner import RunFailed, run_window
     from dagster_project.definitions import defs
-    from dagster_project.runner import RunFailed, run_window
-    from dagster_project.simulate import create_source_tables
+    from dagster_project.dev.simulate import create_source_tables
 
     scenario = make_scenario("nocolumn")
     with scenario.source() as conn:
@@ -105,7 +105,7 @@ def test_the_demo_starts_partitions_at_its_first_day_and_keeps_the_earliest(tmp_
     start; BOTFLOW_PARTITIONS_START set by the user, or configured databases, win."""
     from datetime import date
 
-    from dagster_project.settings import DEFAULT_PARTITIONS_START, Settings, _demo_start
+    from dagster_project.core.settings import DEFAULT_PARTITIONS_START, Settings, _demo_start
 
     monkeypatch.delenv("BOTFLOW_PARTITIONS_START", raising=False)
     embedded = Settings(source_url="postgresql://x@127.0.0.1/x", source_schema="public",

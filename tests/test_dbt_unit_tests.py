@@ -12,7 +12,7 @@ from conftest import REPO
 def test_dbt_unit_tests_pass(make_scenario, dagster_instance):
     from conftest import run_job
 
-    from dagster_project.simulate import create_source_tables
+    from dagster_project.dev.simulate import create_source_tables
 
     scenario = make_scenario("dbtunit")
     with scenario.source() as conn:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from dagster_project.core.policies import RETRY_POLICY
 from dagster_project.definitions import defs
-from dagster_project.policies import RETRY_POLICY
 
 
 def test_definitions_load_with_the_expected_assets_and_jobs():
@@ -64,7 +64,7 @@ def test_partitioned_assets_backfill_as_one_run_retry_and_use_pools():
 def test_instance_config_limits_runs_and_pools(dagster_instance):
     import yaml
 
-    from dagster_project.settings import DAGSTER_YAML
+    from dagster_project.core.settings import DAGSTER_YAML
 
     config = yaml.safe_load(DAGSTER_YAML.read_text())
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 5
@@ -121,8 +121,77 @@ def test_loading_the_code_locations_raises_no_warning_from_our_code():
 
     from processes import warnings_of_our_code
 
-    from dagster_project.settings import REPO_ROOT
+    from dagster_project.core.settings import REPO_ROOT
 
     out = subprocess.run([sys.executable, "-c", LOAD_BOTH_LOCATIONS], capture_output=True, text=True, check=True,
                          cwd=REPO_ROOT).stdout
     assert warnings_of_our_code(out) == [], out
+
+
+IMPORT_ONLY = """
+import sys
+from dagster._core.workspace.autodiscovery import loadable_targets_from_loaded_module
+import dagster_project.definitions as botflow, dagster_project.live_definitions as live
+HEAVY = ("dagster_dbt", "great_expectations", "pgserver", "dagster_project.transform.assets")
+heavy = [m for m in HEAVY if m in sys.modules]
+print("heavy:", heavy)
+print("targets:", [t.attribute for m in (botflow, live) for t in loadable_targets_from_loaded_module(m)])
+"""
+
+
+def test_importing_the_code_locations_does_no_work(tmp_path):
+    """Importing a code location starts no PostgreSQL, parses no dbt project and imports neither dbt nor
+    GX: Dagster finds the @dg.definitions functions and calls them when it loads the location."""
+    import os
+    import subprocess
+    import sys
+
+    from dagster_project.core.settings import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOTFLOW_", "DAGSTER_HOME"))}
+    env["BOTFLOW_HOME"] = str(tmp_path)  # embedded: loading would start a PostgreSQL here
+    out = subprocess.run([sys.executable, "-c", IMPORT_ONLY], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT, env=env).stdout
+    assert "heavy: []" in out, out
+    assert "targets: ['botflow', 'botflow_live']" in out, out
+    assert list(tmp_path.iterdir()) == []
+
+
+def _exposures() -> dict:
+    import json
+
+    from dagster_project.transform.assets import MANIFEST_JSON
+
+    return {e["name"]: e for e in json.loads(json.dumps(MANIFEST_JSON))["exposures"].values()}
+
+
+def test_every_exposure_ends_the_asset_graph_with_the_marts_it_reads():
+    """Each exposure of models/_exposures.yml is an asset (a spec, or the report asset it names) whose
+    parents are exactly the exposure's dependencies."""
+    from dagster_project.serve.exposures import exposure_deps
+    from dagster_project.transform.assets import MANIFEST_JSON
+
+    graph = defs.resolve_asset_graph()
+    exposures = _exposures()
+    assert set(exposures) == {"bot_performance_dashboard", "usage_dashboard", "live_dashboard", "daily_report",
+                              "weekly_report", "csv_export"}
+    for name, exposure in exposures.items():
+        key = dg.AssetKey((exposure.get("meta", {}).get("dagster_asset") or f"exposures/{name}").split("/"))
+        assert set(graph.get(key).parent_keys) == set(exposure_deps(MANIFEST_JSON, exposure)), name
+
+
+def test_each_dashboard_exposure_lists_every_table_its_datasets_read():
+    """superset/dashboards.yaml: the tables in the SQL of a dashboard's datasets are the exposure's."""
+    import re
+
+    from dagster_project.serve.superset.bundle import load_spec
+
+    spec = load_spec()
+    exposures = _exposures()
+    for slug, dashboard in spec["dashboards"].items():
+        charts = [chart for row in dashboard["rows"] for chart in row]
+        datasets = {spec["charts"][chart]["dataset"] for chart in charts}
+        read = {m for ds in datasets for m in re.findall(r"\b(?:marts|live)\.(\w+)", spec["datasets"][ds]["sql"])}
+        exposure = exposures[slug.replace("-", "_") + "_dashboard"]
+        listed = {node.rsplit(".", 1)[-1] for node in exposure["depends_on"]["nodes"]}
+        assert read == listed, slug

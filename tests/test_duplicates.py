@@ -26,9 +26,9 @@ from conftest import (
 )
 from marts_contract import assert_equal_to_oracle, mart_rows
 
+from dagster_project.dev.simulate import create_source_tables, simulate
 from dagster_project.ingest.loader import load_window
 from dagster_project.ingest.rules import SUPERSEDED_RULE
-from dagster_project.simulate import create_source_tables, simulate
 
 ORG, BOT = uuid.UUID(int=1), uuid.UUID(int=2)
 CONV = uuid.UUID(int=10)

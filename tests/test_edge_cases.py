@@ -16,8 +16,8 @@ import pytest
 from conftest import build_window, fetch_table, lenient_quality_limits, module_scenario
 from marts_contract import assert_equal_to_oracle, mart_rows
 
+from dagster_project.dev.simulate import create_source_tables
 from dagster_project.ingest.rules import REJECTION_RULES, REPAIR_RULES
-from dagster_project.simulate import create_source_tables
 
 D = datetime(2026, 4, 1, tzinfo=UTC)
 ORG_A = uuid.UUID("0a000000-0000-0000-0000-000000000001")

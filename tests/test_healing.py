@@ -85,7 +85,7 @@ def test_overlapping_runs_both_succeed(stack):
 @contextmanager
 def pool_held_by_a_live_process(stack: Stack, pool: str = "botflow_raw") -> Iterator[str]:
     """A run of this (live) test process holding `pool`'s one slot, as another `botflow run` would."""
-    from dagster_project.healing import process_tags
+    from dagster_project.core.run_process import process_tags
 
     with stack.instance() as instance:
         run = instance.create_run_for_job(defs_job("hourly_partition_job"), tags=process_tags())
@@ -224,7 +224,7 @@ def test_a_daemon_run_whose_worker_is_killed_is_failed_freed_and_retried(stack):
     from processes import REPO_ROOT
     from test_reconciliation import sensor_has_ticked
 
-    from dagster_project.healing import PID_TAG
+    from dagster_project.core.run_process import PID_TAG
 
     built = Process(stack.env, "run", *WINDOW)
     assert built.finish() == 0, built.output

@@ -102,8 +102,8 @@ def test_a_stopped_backfill_resumes_without_duplicates_or_gaps(reference, dagste
 def test_full_refresh_recomputes_costs_of_all_history(reference, dagster_instance):
     """After a price-list change, an ordinary partition run reprices only its window; the full refresh
     reprices every reply of every day."""
+    from dagster_project.automation.runner import refresh_marts
     from dagster_project.definitions import defs
-    from dagster_project.runner import refresh_marts
 
     *_, fourth = reference
     fourth.activate()

@@ -11,9 +11,9 @@ import oracle
 import pytest
 from conftest import fetch_table, module_scenario, run_job
 
+from dagster_project.core.resources import SourceDatabase
+from dagster_project.dev.simulate import Trickle, create_source_tables, seed_directory
 from dagster_project.live_definitions import defs
-from dagster_project.resources import SourceDatabase
-from dagster_project.simulate import Trickle, create_source_tables, seed_directory
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def test_live_tables_match_a_computation_over_the_source_window(live, dagster_in
                              (conv, direction, now - timedelta(minutes=ago), rt, outcome, now))
         conn.commit()
     # older hours come from the hourly partitions (the live run itself loads only the last two hours)
+    from dagster_project.core.partitions import hourly_partitions
     from dagster_project.ingest.loader import load_window
-    from dagster_project.partitions import hourly_partitions
 
     hour = now.replace(minute=0, second=0, microsecond=0)
     with scenario.source() as src, scenario.warehouse() as wh:

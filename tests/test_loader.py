@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from conftest import RUN_TAG, create_database, drop_database
 
+from dagster_project.dev.simulate import create_source_tables
 from dagster_project.ingest import rules
 from dagster_project.ingest.loader import LANDING_DDL, analyze_grown_tables, load_range, load_window, validate
 from dagster_project.ingest.schema import ensure_raw_schema
-from dagster_project.simulate import create_source_tables
 
 ORG, BOT = uuid.UUID(int=1), uuid.UUID(int=2)
 PARAMS = {"future": "2026-05-01 00:00:00+00", "floor": "2026-01-01 00:00:00+00"}

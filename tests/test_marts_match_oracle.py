@@ -12,7 +12,7 @@ import pytest
 from conftest import build_window, fetch_table
 from marts_contract import assert_equal_to_oracle, mart_rows
 
-from dagster_project.simulate import simulate
+from dagster_project.dev.simulate import simulate
 
 START = date(2026, 3, 1)
 DAYS = 3
@@ -155,7 +155,7 @@ def test_sql_functions_are_exact_over_ranges(built):
 def test_export_round_trips_through_csv_with_the_marts_values(built, tmp_path):
     import csv
 
-    from dagster_project.export import ExportFilters, export_csv
+    from dagster_project.serve.export import ExportFilters, export_csv
 
     scenario, *_ = built
     out = tmp_path / "conversations.csv"
@@ -175,7 +175,7 @@ def test_export_round_trips_through_csv_with_the_marts_values(built, tmp_path):
 
 
 def test_export_filters_are_parameters_and_bad_ones_are_named(built, capsys, tmp_path):
-    from dagster_project.cli import main
+    from dagster_project.cli.main import main
 
     scenario, *_ = built
     scenario.activate()

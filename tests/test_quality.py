@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime
 import pytest
 from conftest import build_window, module_scenario
 
-from dagster_project.quality import SUITES, run_suite
-from dagster_project.simulate import simulate
+from dagster_project.dev.simulate import simulate
+from dagster_project.quality.checks import SUITES, run_suite
 
 LO, HI = datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 2, tzinfo=UTC)
 SUITE = {s.name: s for s in SUITES}
@@ -125,7 +125,7 @@ def test_a_suite_validates_the_warehouse_it_is_given_each_time(warehouse):
 
 def test_data_docs_render_the_stored_validations(warehouse):
     """`botflow gx-docs` renders every stored validation result (the checks themselves do not)."""
-    from dagster_project.quality import build_data_docs
+    from dagster_project.quality.checks import build_data_docs
 
     run_suite(SUITE["usage_analytics"], warehouse.warehouse_url, LO, HI)
     index = build_data_docs()
@@ -141,8 +141,8 @@ def test_quarantine_rule_is_named_and_limit_is_configurable(warehouse, monkeypat
 
 
 def test_a_failed_blocking_check_stops_the_partitions_downstream(warehouse, dagster_instance, monkeypatch):
+    from dagster_project.automation.runner import QUIET_LOGS
     from dagster_project.definitions import defs
-    from dagster_project.runner import QUIET_LOGS
 
     warehouse.activate()
     monkeypatch.setenv("BOTFLOW_MAX_REJECTED_SHARE", "0.0001")
@@ -171,7 +171,7 @@ def test_marts_freshness_policies_pass_when_just_built_and_fail_a_day_later(ware
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
     from dagster._daemon.freshness import FreshnessDaemon
 
-    from dagster_project.freshness import DAILY_MARTS, HOURLY_MARTS
+    from dagster_project.transform.freshness import DAILY_MARTS, HOURLY_MARTS
 
     warehouse.activate()
     marts = [*HOURLY_MARTS, *DAILY_MARTS]

@@ -28,9 +28,9 @@ from conftest import build_window, drop_keys, lenient_quality_limits, module_sce
 from marts_contract import assert_equal_to_oracle, mart_rows
 from processes import REPO_ROOT, Process, assert_marts_are_exact, drop_stack, make_stack, warnings_of_our_code
 
-from dagster_project.policies import ACTIVE_RUN_STATUSES as ACTIVE
-from dagster_project.settings import scoped_environment
-from dagster_project.simulate import simulate
+from dagster_project.core.policies import ACTIVE_RUN_STATUSES as ACTIVE
+from dagster_project.core.settings import scoped_environment
+from dagster_project.dev.simulate import simulate
 
 START, END = date(2026, 6, 1), date(2026, 6, 3)
 WINDOW = oracle.Window(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 3, tzinfo=UTC))

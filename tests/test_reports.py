@@ -22,8 +22,8 @@ import oracle
 import pytest
 from conftest import Inbox, build_window, free_port, lenient_quality_limits, module_scenario, run_job
 
-from dagster_project.reports.periods import Period
-from dagster_project.simulate import simulate
+from dagster_project.dev.simulate import simulate
+from dagster_project.serve.reports.periods import Period
 
 START = date(2026, 11, 9)  # a Monday: the ISO week 2026-11-09 .. 2026-11-15, every day of it built
 DAYS = 7
@@ -263,8 +263,8 @@ def test_report_is_emailed_once_with_a_readable_pdf_after_a_retry(built, dagster
 
 
 def test_unreachable_smtp_fails_naming_the_settings(built, dagster_instance, monkeypatch):
-    from dagster_project.reports.build import deliver_period
-    from dagster_project.reports.delivery import DeliveryError
+    from dagster_project.serve.reports.build import deliver_period
+    from dagster_project.serve.reports.delivery import DeliveryError
 
     scenario, src, _, _ = built
     render(dagster_instance, "weekly", WEEK)
@@ -318,8 +318,8 @@ def test_periods():
 
 
 def test_bad_delivery_settings_name_the_setting(monkeypatch, tmp_path):
-    from dagster_project.reports.delivery import Recipients, SmtpSettings
-    from dagster_project.settings import ConfigError
+    from dagster_project.core.settings import ConfigError
+    from dagster_project.serve.reports.delivery import Recipients, SmtpSettings
 
     monkeypatch.setenv("BOTFLOW_SMTP_HOST", "mail.example")
     monkeypatch.setenv("BOTFLOW_SMTP_PORT", "25x")

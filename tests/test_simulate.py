@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date
 
-from dagster_project.simulate import BAD_CONVERSATION_KINDS, BAD_EVENT_KINDS, BAD_MESSAGE_KINDS, simulate
+from dagster_project.dev.simulate import BAD_CONVERSATION_KINDS, BAD_EVENT_KINDS, BAD_MESSAGE_KINDS, simulate
 
 
 def digest(conn) -> dict[str, str]:

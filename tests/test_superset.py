@@ -35,13 +35,13 @@ from conftest import (
     module_scenario,
 )
 
-from dagster_project.settings import Settings
-from dagster_project.simulate import Trickle, simulate
-from dagster_project.superset import service
-from dagster_project.superset.api import SupersetApi, SupersetError
-from dagster_project.superset.bundle import load_spec, render_bundles, stable_uuid
-from dagster_project.superset.logins import ADMIN_LOGIN, user_login
-from dagster_project.superset.sync import READER_ROLE, apply_filters, grant, import_bundles, reader_uri, sync
+from dagster_project.core.settings import Settings
+from dagster_project.dev.simulate import Trickle, simulate
+from dagster_project.serve.superset import service
+from dagster_project.serve.superset.api import SupersetApi, SupersetError
+from dagster_project.serve.superset.bundle import load_spec, render_bundles, stable_uuid
+from dagster_project.serve.superset.logins import ADMIN_LOGIN, user_login
+from dagster_project.serve.superset.sync import READER_ROLE, apply_filters, grant, import_bundles, reader_uri, sync
 
 ARTIFACTS = REPO / "test-artifacts" / "superset"
 DAYS = 2
@@ -383,7 +383,7 @@ def test_every_dashboard_renders_in_chromium_without_chart_errors(superset):
 
 
 def test_superset_settings_errors_name_the_setting(monkeypatch, tmp_path):
-    from dagster_project.settings import ConfigError
+    from dagster_project.core.settings import ConfigError
 
     monkeypatch.setenv("BOTFLOW_HOME", str(tmp_path))
     for name in ("BOTFLOW_SUPERSET_METADATA_URL", "BOTFLOW_SUPERSET_ADMIN_PASSWORD"):
@@ -670,7 +670,7 @@ def test_the_reported_leaks_replayed_return_own_rows_only(superset):
 
 
 def test_a_dataset_added_later_is_invisible_until_sync_then_filtered(superset, monkeypatch):
-    from dagster_project.superset import sync as sync_module
+    from dagster_project.serve.superset import sync as sync_module
 
     scenario, s = superset
     api = admin(s)

@@ -19,9 +19,9 @@ import pytest
 from conftest import build_window, lenient_quality_limits, module_scenario, run_job
 
 from dagster_project import tenancy
-from dagster_project.simulate import Trickle, simulate
-from dagster_project.superset.logins import ADMIN_LOGIN, READER_LOGIN, login_password, user_login
-from dagster_project.superset.sync import ensure_superset_logins, ensure_user_login
+from dagster_project.dev.simulate import Trickle, simulate
+from dagster_project.serve.superset.logins import ADMIN_LOGIN, READER_LOGIN, login_password, user_login
+from dagster_project.serve.superset.sync import ensure_superset_logins, ensure_user_login
 
 DAYS = 2
 KEY = "test-tenant-key"
@@ -320,10 +320,10 @@ def test_an_organizations_export_holds_its_rows_only_even_with_a_broken_filter(w
 
 
 def test_an_organizations_report_holds_its_rows_only_even_with_a_broken_filter(warehouse, monkeypatch, tmp_path):
-    from dagster_project.reports import data
-    from dagster_project.reports.build import render_period
-    from dagster_project.reports.periods import Period
-    from dagster_project.reports.store import _jsonable, ensure_reports_schema
+    from dagster_project.serve.reports import data
+    from dagster_project.serve.reports.build import render_period
+    from dagster_project.serve.reports.periods import Period
+    from dagster_project.serve.reports.store import _jsonable, ensure_reports_schema
 
     scenario, orgs, start, _ = warehouse
     period = Period.containing("daily", start)
@@ -374,8 +374,8 @@ def test_the_scope_is_undone_after_its_block_even_on_error(warehouse):
 
 def test_isolation_survives_a_full_rebuild_of_the_marts(warehouse, dagster_instance):
     """dbt's post-hook re-applies the policy inside the model's transaction: a rebuilt mart is never open."""
+    from dagster_project.automation.runner import refresh_marts
     from dagster_project.definitions import defs
-    from dagster_project.runner import refresh_marts
 
     scenario, orgs, start, today = warehouse
     with lenient_quality_limits():

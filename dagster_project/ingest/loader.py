@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from . import rules
-from .checksums import record_landed_figures
-from .schema import ensure_raw_schema
+from dagster_project.ingest import rules
+from dagster_project.ingest.checksums import record_landed_figures
+from dagster_project.ingest.schema import ensure_raw_schema
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ..tenancy import ensure_tenancy
+from dagster_project.core.tenancy import ensure_tenancy
 
 RAW_DDL = """
 create schema if not exists raw;

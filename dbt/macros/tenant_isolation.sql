@@ -1,5 +1,5 @@
 {#
-  Tenant isolation (dagster_project/tenancy.py, docs/tenant-isolation.md): every mart becomes readable
+  Tenant isolation (dagster_project/core/tenancy.py, docs/tenant-isolation.md): every mart becomes readable
   by the tenant roles only through security.isolate(), which gives a table row-level security with the
   tenant_isolation policy, or checks that a view filters with security.organization_visible(). A post-hook
   of every model in marts/ (dbt_project.yml), inside the model's transaction: a rebuilt mart is never

@@ -1,5 +1,5 @@
 {#
-  Exports scoped to one organization (dagster_project/tenancy.organization_scope) read the masked phone
+  Exports scoped to one organization (dagster_project/core/tenancy.organization_scope) read the masked phone
   from here, joined to rows of conversation_metrics that row-level security already confined: the scoped
   role may read these two columns only, and no other staging model.
 #}

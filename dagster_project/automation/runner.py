@@ -1,0 +1,153 @@
+"""`botflow run`: materialize every partition of a window through Dagster, recorded in the instance.
+
+The window runs as three runs (one per partitions definition, each a single partition-range run,
+as a UI backfill with BackfillPolicy.single_run() would launch them): the dbt views, then the
+hourly range (ingestion + hourly marts), then the daily range (daily marts).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, MAX_RETRIES_TAG
+
+from dagster_project.automation.healing import wait_for_pools
+from dagster_project.core.run_process import process_tags
+from dagster_project.core.window import utc_midnight
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class StepResult:
+    name: str
+    run_id: str
+    seconds: float
+    success: bool
+
+
+def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, label: str, scope: str, *,
+            progress: Callable[[str], None], tags: dict[str, str] | None = None, **kwargs) -> StepResult:
+    """Run one job in this process, recorded in the instance, once its pools are free; raise RunFailed.
+
+    The run is tagged with this process (healing.py), so that the next `botflow` fails it and frees its
+    pool slots if this process dies."""
+    job = defs.resolve_job_def(job_name)
+    progress(f"{label} ...")
+    wait_for_pools(instance, job, progress)
+    began = time.monotonic()
+    # the daemon does not retry what this process runs: it reports the failure to whoever ran it
+    result = job.execute_in_process(instance=instance, tags={**(tags or {}), **process_tags(), MAX_RETRIES_TAG: "0"},
+                                    run_config=kwargs.pop("run_config", QUIET_LOGS), raise_on_error=False, **kwargs)
+    seconds = time.monotonic() - began
+    progress(f"{label}: {'done' if result.success else 'FAILED'} in {seconds:.1f}s (run {result.run_id[:8]})")
+    if not result.success:
+        raise RunFailed(f"{job_name} failed for {scope}: {_first_failure(result)}")
+    return StepResult(job_name, result.run_id, seconds, result.success)
+
+
+def partition_range_tags(partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime, end: datetime):
+    """Tags for one run over every partition of partitions_def in [start, end)."""
+    keys = partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(start, end))
+    if not keys:
+        raise ValueError(f"no partitions of {partitions_def} between {start} and {end}")
+    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}, len(keys)
+
+
+def run_window(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    start: date,
+    end: date,
+    progress: Callable[[str], None] = print,
+) -> list[StepResult]:
+    from dagster_project.automation.jobs import daily_job, hourly_job, views_job
+    from dagster_project.core.partitions import daily_partitions, hourly_partitions
+
+    lo = utc_midnight(start)
+    hi = utc_midnight(end)
+    first_partition = hourly_partitions.start
+    if lo < first_partition:
+        raise ValueError(f"--start {start} is before BOTFLOW_PARTITIONS_START ({first_partition:%Y-%m-%d})")
+    steps = [(views_job.name, "dbt views and price list", {})]
+    hourly_tags, n_hours = partition_range_tags(hourly_partitions, lo, hi)
+    daily_tags, n_days = partition_range_tags(daily_partitions, lo, hi)
+    steps.append((hourly_job.name, f"ingest + hourly marts, {n_hours} hourly partitions", hourly_tags))
+    steps.append((daily_job.name, f"daily marts, {n_days} daily partitions", daily_tags))
+    return [execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", f"[{start}, {end})", tags=tags,
+                    progress=progress)
+            for i, (job_name, label, tags) in enumerate(steps, 1)]
+
+
+class RunFailed(Exception):
+    pass
+
+
+def refresh_marts(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    start: date,
+    end: date,
+    progress: Callable[[str], None] = print,
+) -> list[StepResult]:
+    """Rebuild every mart from all of raw with `dbt build --full-refresh` (after a price-list change:
+    costs are recomputed for all history). Recorded as one run per partitions definition over
+    [start, end), the range that holds data; no ingestion."""
+    from dagster_project.automation.jobs import daily_job, hourly_job
+    from dagster_project.core.partitions import daily_partitions, hourly_partitions
+    from dagster_project.transform.assets import dbt_daily, dbt_hourly
+
+    lo, hi = utc_midnight(start), utc_midnight(end)
+    steps = [
+        (hourly_job.name, hourly_partitions, dbt_hourly, "full refresh of the hourly marts"),
+        (daily_job.name, daily_partitions, dbt_daily, "full refresh of the daily marts"),
+    ]
+    results = []
+    for i, (job_name, partitions_def, assets_def, label) in enumerate(steps, 1):
+        tags, _ = partition_range_tags(partitions_def, lo, hi)
+        config = {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS}
+        results.append(execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", "a full refresh",
+                               tags=tags, progress=progress, run_config=config,
+                               asset_selection=list(assets_def.keys)))
+    return results
+
+
+def _first_failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:  # the first error, not "exceeded max retries"
+        error = getattr(event.event_specific_data, "error", None)
+        if error is not None and (event.is_step_failure or event.is_step_up_for_retry):
+            return f"step {event.step_key}: {error_reason(error)}"
+    return "see the run in the Dagster UI"
+
+
+# "dagster_project.ingest.loader.SourceError: " before a reason: the reader needs the reason
+EXCEPTION_CLASS = re.compile(r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*: ")
+
+
+def error_reason(error) -> str:
+    """A Dagster error's reason (its cause when it has one) on one line, without the exception's class."""
+    message = (error.cause.message if error.cause else error.message).strip()
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or ["unknown error"]
+    return EXCEPTION_CLASS.sub("", "; ".join(lines))[:2000]
+
+
+def run_report(defs: dg.Definitions, instance: dg.DagsterInstance, kind: str, day: date, *,
+               deliver: bool = True, progress: Callable[[str], None] = print) -> StepResult:
+    """Render (and e-mail) the daily report of `day`, or the weekly report of the ISO week holding it."""
+    from dagster_project.serve.reports.periods import Period
+
+    period = Period.containing(kind, day)  # type: ignore[arg-type]
+    job = defs.resolve_job_def(f"{kind}_report_job")
+    if period.start.isoformat() not in job.partitions_def.get_partition_keys():
+        raise ValueError(f"no {kind} report partition {period.start} yet: the {kind} period must be over "
+                         f"and start after BOTFLOW_PARTITIONS_START")
+    selection = [dg.AssetKey(["reports", f"{kind}_report"])]
+    if deliver:
+        selection.append(dg.AssetKey(["reports", f"{kind}_report_delivery"]))
+    return execute(defs, instance, job.name, f"{kind} report {period.slug}", period.slug, progress=progress,
+                   partition_key=period.start.isoformat(), asset_selection=selection)

@@ -1,0 +1,5 @@
+"""`python -m dagster_project.cli`: the botflow command."""
+
+from dagster_project.cli.main import main
+
+raise SystemExit(main())

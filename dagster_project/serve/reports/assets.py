@@ -1,0 +1,118 @@
+"""Report assets: the daily (UTC day) and weekly (ISO week) reports, rendered then e-mailed.
+
+`reports/<kind>_report` renders HTML + PDF for the platform and each organization once the marts
+it reads are built for the whole period (it waits up to BOTFLOW_REPORT_WAIT_MINUTES, then renders
+anyway with a warning banner naming what is missing: never silently wrong numbers).
+`reports/<kind>_report_delivery` e-mails them; it retries with backoff and never re-sends a report
+already delivered for that partition (reports.deliveries).
+"""
+
+import os
+import time
+from datetime import datetime
+
+import dagster as dg
+
+from dagster_project.core.partitions import daily_partitions, hourly_partitions, weekly_partitions
+from dagster_project.core.policies import DELIVERY_RETRY_POLICY, POOL_REPORTS, RETRY_POLICY
+from dagster_project.core.resources import WarehouseDatabase
+from dagster_project.serve.reports.build import deliver_period, period_folder, render_period
+from dagster_project.serve.reports.delivery import DeliveryError
+from dagster_project.serve.reports.periods import Period, ReportKind
+from dagster_project.transform.freshness import DAILY_MARTS, HOURLY_MARTS
+
+REPORT_MARTS = [*DAILY_MARTS, *HOURLY_MARTS]
+# the names of bots and organizations (models/_exposures.yml lists the same)
+REPORT_DIMS = [dg.AssetKey(["marts", "dim_bots"]), dg.AssetKey(["marts", "dim_organizations"])]
+POLL_SECONDS = 30
+
+
+def missing_mart_partitions(instance: dg.DagsterInstance, period: Period) -> list[str]:
+    """The marts not yet materialized for every partition of the period, e.g. 'usage_analytics (3 of 24 hours)'."""
+    lo, hi = period.bounds
+    missing = []
+    marts = ((DAILY_MARTS, daily_partitions, "days"), (HOURLY_MARTS, hourly_partitions, "hours"))
+    for keys, partitions_def, unit in marts:
+        expected = set(partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(lo, hi)))
+        for key in keys:
+            absent = expected - instance.get_materialized_partitions(key)
+            if absent:
+                missing.append(f"{key.path[-1]} ({len(absent)} of {len(expected)} {unit} missing)")
+    return missing
+
+
+def wait_for_marts(context: dg.AssetExecutionContext, period: Period) -> list[str]:
+    deadline = time.monotonic() + 60 * float(os.environ.get("BOTFLOW_REPORT_WAIT_MINUTES", "30"))
+    while True:
+        missing = missing_mart_partitions(context.instance, period)
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        context.log.info(f"waiting for the marts of {period.kind} {period.slug}: {', '.join(missing)}")
+        time.sleep(POLL_SECONDS)
+
+
+def build_report_assets(kind: ReportKind, partitions_def: dg.PartitionsDefinition, cadence: str):
+    report_key = dg.AssetKey(["reports", f"{kind}_report"])
+
+    @dg.asset(
+        key=report_key,
+        description=f"The {kind} stakeholder report ({cadence}): headline KPIs against the previous period, "
+        "response-time and message-volume charts, best and worst bots, data-quality notes; HTML and PDF for the "
+        "platform and for each organization, under $BOTFLOW_REPORTS_DIR/" + kind + "/<period>/.",
+        deps=[*(dg.AssetDep(key) for key in REPORT_MARTS), *REPORT_DIMS],
+        partitions_def=partitions_def,
+        group_name="reports",
+        kinds={"python", "pdf", "html"},
+        retry_policy=RETRY_POLICY,
+        pool=POOL_REPORTS,
+    )
+    def report(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase) -> dg.MaterializeResult:
+        period = Period.from_partition_key(kind, context.partition_key)
+        stale = wait_for_marts(context, period)
+        if stale:
+            context.log.warning(f"{kind} report {period.slug} rendered with marts not built: {', '.join(stale)}")
+        with warehouse.connect() as conn:
+            rendered = render_period(conn, period, stale, log=context.log.info)
+        platform = rendered[0]
+        return dg.MaterializeResult(metadata={
+            "folder": dg.MetadataValue.path(str(period_folder(period))),
+            "reports": len(rendered),
+            "platform_html": dg.MetadataValue.path(str(platform.html)),
+            "platform_pdf": dg.MetadataValue.path(str(platform.pdf)),
+            "stale_marts": ", ".join(stale) or "none",
+        })
+
+    @dg.asset(
+        key=dg.AssetKey(["reports", f"{kind}_report_delivery"]),
+        description=f"E-mails the {kind} reports to the recipients of $BOTFLOW_REPORT_RECIPIENTS over SMTP "
+        "(BOTFLOW_SMTP_*). Retries with backoff; a report already delivered for the partition is never re-sent.",
+        deps=[report_key],
+        partitions_def=partitions_def,
+        group_name="reports",
+        kinds={"python", "email"},
+        retry_policy=DELIVERY_RETRY_POLICY,
+        pool=POOL_REPORTS,
+    )
+    def delivery(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase) -> dg.MaterializeResult:
+        period = Period.from_partition_key(kind, context.partition_key)
+        try:
+            with warehouse.connect() as conn:
+                deliveries = deliver_period(conn, period, log=context.log.info)
+        except DeliveryError as exc:
+            raise dg.Failure(description=f"{kind} report {period.slug}: {exc}") from exc
+        counts: dict[str, int] = {}
+        for d in deliveries:
+            counts[d.status] = counts.get(d.status, 0) + 1
+        return dg.MaterializeResult(metadata={
+            **{status.replace(" ", "_"): n for status, n in sorted(counts.items())},
+            "deliveries": dg.MetadataValue.md("\n".join(
+                f"- `{d.scope_key}`: {d.status} {', '.join(d.recipients)}" for d in deliveries)),
+            "checked_at": datetime.now().isoformat(timespec="seconds"),
+        })
+
+    return report, delivery
+
+
+daily_report, daily_report_delivery = build_report_assets("daily", daily_partitions, "previous UTC day, 07:00 UTC")
+weekly_report, weekly_report_delivery = build_report_assets("weekly", weekly_partitions, "ISO week, Monday 07:00 UTC")
+REPORT_ASSETS = [daily_report, daily_report_delivery, weekly_report, weekly_report_delivery]

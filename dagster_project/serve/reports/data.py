@@ -1,0 +1,228 @@
+"""What a report says, read from the marts and the reply fact table (never recomputed differently).
+
+KPIs of a period and scope (the platform, or one organization):
+- conversations, messages: sums of bot_performance_metrics.total_conversations / total_messages;
+- avg / p50 / p95 response time, success rate: over marts.fct_bot_replies created in the period
+  (exact percentile_cont over the whole period, whole ms; the rate over replies with an outcome);
+- handoff rate: share of the conversations started in the period (conversation_metrics) that were
+  handed off; CSAT: average rating of the conversations that ended in the period;
+- tokens, cost: sums of usage_analytics over the period's hours.
+Rounding follows the metric contract (rates to 2 decimals, milliseconds whole, halves away from 0).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import psycopg
+from psycopg.rows import dict_row
+
+from dagster_project.serve.reports.periods import Period
+
+SCOPE_FILTER = "(%(org)s::uuid is null or organization_id = %(org)s::uuid)"
+
+KPI_SQL = f"""
+with daily as (
+    select coalesce(sum(total_conversations), 0)::bigint as conversations,
+           coalesce(sum(total_messages), 0)::bigint as messages
+    from marts.bot_performance_metrics
+    where date >= %(d0)s and date < %(d1)s and {SCOPE_FILTER}
+), replies as (
+    select round(avg(response_time_ms))::integer as avg_response_time_ms,
+      round(percentile_cont(0.5) within group (order by response_time_ms)::numeric)::integer as p50_response_time_ms,
+      round(percentile_cont(0.95) within group (order by response_time_ms)::numeric)::integer as p95_response_time_ms,
+      round(100 * count(*) filter (where outcome = 'success')::numeric / nullif(count(outcome), 0), 2) as success_rate
+    from marts.fct_bot_replies
+    where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
+), started as (
+    select round(100 * count(*) filter (where handoff_triggered)::numeric / nullif(count(*), 0), 2) as handoff_rate
+    from marts.conversation_metrics
+    where started_at >= %(t0)s and started_at < %(t1)s and {SCOPE_FILTER}
+), ended as (
+    select round(avg(customer_satisfaction), 2) as csat
+    from marts.conversation_metrics
+    where ended_at >= %(t0)s and ended_at < %(t1)s and {SCOPE_FILTER}
+), usage as (
+    select coalesce(sum(tokens_used), 0)::bigint as tokens,
+           round(coalesce(sum(estimated_cost_usd), 0), 2) as cost_usd
+    from marts.usage_analytics
+    where hour >= %(t0)s and hour < %(t1)s and {SCOPE_FILTER}
+)
+select * from daily, replies, started, ended, usage
+"""
+
+SERIES_SQL = f"""
+with buckets as (
+    select generate_series(%(t0)s::timestamptz, %(t1)s::timestamptz - %(step)s::interval, %(step)s::interval) as bucket
+), replies as (
+    select date_trunc(%(bucket)s, created_at, 'UTC') as bucket,
+      round(avg(response_time_ms))::integer as avg_ms,
+      round(percentile_cont(0.5) within group (order by response_time_ms)::numeric)::integer as p50_ms,
+      round(percentile_cont(0.95) within group (order by response_time_ms)::numeric)::integer as p95_ms
+    from marts.fct_bot_replies
+    where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
+    group by 1
+), volume as (
+    select date_trunc(%(bucket)s, hour, 'UTC') as bucket,
+      sum(messages_received)::bigint as inbound, sum(messages_sent)::bigint as outbound
+    from marts.usage_analytics
+    where hour >= %(t0)s and hour < %(t1)s and {SCOPE_FILTER}
+    group by 1
+)
+select b.bucket, r.avg_ms, r.p50_ms, r.p95_ms,
+  coalesce(v.inbound, 0) as inbound, coalesce(v.outbound, 0) as outbound
+from buckets b left join replies r using (bucket) left join volume v using (bucket)
+order by b.bucket
+"""
+
+BOTS_SQL = f"""
+select r.bot_id, b.bot_name, count(*) as replies,
+  round(percentile_cont(0.95) within group (order by r.response_time_ms)::numeric)::integer as p95_response_time_ms,
+  round(100 * count(*) filter (where r.outcome = 'success')::numeric / nullif(count(r.outcome), 0), 2) as success_rate
+from marts.fct_bot_replies r
+join marts.dim_bots b using (bot_id)
+where r.created_at >= %(t0)s and r.created_at < %(t1)s
+  and {SCOPE_FILTER.replace('organization_id', 'r.organization_id')}
+group by r.bot_id, b.bot_name
+"""
+
+QUARANTINE_SQL = """
+select source_table, rule, count(*) as rows
+from reports.quarantine_by_organization
+where partition_hour >= %(t0)s and partition_hour < %(t1)s
+  and (%(org)s::text is null or organization_id = %(org)s::text)
+group by 1, 2 order by 3 desc, 1, 2
+"""
+
+KPI_FIELDS: dict[str, str] = {
+    "conversations": "Conversations",
+    "messages": "Messages",
+    "avg_response_time_ms": "Avg response time (ms)",
+    "p50_response_time_ms": "p50 response time (ms)",
+    "p95_response_time_ms": "p95 response time (ms)",
+    "success_rate": "Success rate (%)",
+    "handoff_rate": "Handoff rate (%)",
+    "csat": "CSAT (1-5)",
+    "tokens": "Tokens",
+    "cost_usd": "Cost (USD)",
+}
+# for these a rise is bad news (shown red); percentage-valued KPIs change in points
+LOWER_IS_BETTER = {"avg_response_time_ms", "p50_response_time_ms", "p95_response_time_ms", "handoff_rate", "cost_usd"}
+PERCENT_KPIS = {"success_rate", "handoff_rate"}
+RANKED_BOTS = 3
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The whole platform (organization_id None) or one organization."""
+
+    organization_id: uuid.UUID | None
+    name: str
+
+    @property
+    def key(self) -> str:
+        """Stable file name: platform, or org-<name>-<first 8 of the id>."""
+        if self.organization_id is None:
+            return "platform"
+        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")[:40] or "org"
+        return f"org-{slug}-{str(self.organization_id)[:8]}"
+
+
+PLATFORM = Scope(None, "All organizations")
+
+
+@dataclass
+class ReportData:
+    period: Period
+    scope: Scope
+    kpis: dict[str, int | Decimal | None]
+    previous_kpis: dict[str, int | Decimal | None]
+    series: list[dict]
+    bots_by_p95: list[dict]
+    bots_by_success: list[dict]
+    quarantined: list[dict]
+    revisions: list[str] = field(default_factory=list)  # late data that changed a past report's numbers
+    stale_marts: list[str] = field(default_factory=list)  # mart partitions not (re)built when rendered
+    generated_at: datetime | None = None
+
+    def changes(self) -> dict[str, dict]:
+        """Per KPI: the change against the previous period (points for rates, percent otherwise)."""
+        out = {}
+        for name in KPI_FIELDS:
+            now, before = self.kpis.get(name), self.previous_kpis.get(name)
+            if now is None or before is None:
+                out[name] = {"delta": None, "unit": "", "good": None}
+                continue
+            if name in PERCENT_KPIS:
+                delta, unit = Decimal(now) - Decimal(before), "pts"
+            elif before == 0:
+                out[name] = {"delta": None, "unit": "", "good": None}
+                continue
+            else:
+                delta, unit = (Decimal(now) - Decimal(before)) * 100 / Decimal(before), "%"
+            delta = delta.quantize(Decimal("0.1"))
+            good = None if delta == 0 else (delta < 0) == (name in LOWER_IS_BETTER)
+            out[name] = {"delta": delta, "unit": unit, "good": good}
+        return out
+
+
+def params(period: Period, scope: Scope) -> dict:
+    t0, t1 = period.bounds
+    return {"t0": t0, "t1": t1, "d0": period.start, "d1": period.end, "org": scope.organization_id,
+            "bucket": period.bucket, "step": f"1 {period.bucket}"}
+
+
+def list_scopes(conn: psycopg.Connection) -> list[Scope]:
+    rows = conn.execute(
+        "select organization_id, organization_name from marts.dim_organizations "
+        "order by organization_name, organization_id").fetchall()
+    return [PLATFORM, *(Scope(org_id, name) for org_id, name in rows)]
+
+
+def read_kpis(conn: psycopg.Connection, period: Period, scope: Scope) -> dict:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return dict(cur.execute(KPI_SQL, params(period, scope)).fetchone())
+
+
+def read_series(conn: psycopg.Connection, period: Period, scope: Scope) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(SERIES_SQL, params(period, scope)).fetchall()
+
+
+def read_bot_rankings(conn: psycopg.Connection, period: Period, scope: Scope) -> tuple[list[dict], list[dict]]:
+    """The best and worst bots by p95 (lower is better) and by success rate; ties by name."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        bots = cur.execute(BOTS_SQL, params(period, scope)).fetchall()
+    return (_best_and_worst(bots, "p95_response_time_ms", low_is_best=True),
+            _best_and_worst(bots, "success_rate", low_is_best=False))
+
+
+def _best_and_worst(bots: list[dict], column: str, *, low_is_best: bool) -> list[dict]:
+    ranked = sorted((b for b in bots if b[column] is not None),
+                    key=lambda b: (b[column] if low_is_best else -b[column], b["bot_name"], str(b["bot_id"])))
+    if len(ranked) <= 2 * RANKED_BOTS:
+        picks = [(b, "best" if i < (len(ranked) + 1) // 2 else "worst") for i, b in enumerate(ranked)]
+    else:
+        picks = [(b, "best") for b in ranked[:RANKED_BOTS]] + [(b, "worst") for b in ranked[-RANKED_BOTS:]]
+    return [{**b, "rank": rank} for b, rank in picks]
+
+
+def read_quarantine(conn: psycopg.Connection, period: Period, scope: Scope) -> list[dict]:
+    p = params(period, scope)
+    p["org"] = None if scope.organization_id is None else str(scope.organization_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(QUARANTINE_SQL, p).fetchall()
+
+
+def read_report(conn: psycopg.Connection, period: Period, scope: Scope) -> ReportData:
+    kpis = read_kpis(conn, period, scope)
+    by_p95, by_success = read_bot_rankings(conn, period, scope)
+    return ReportData(
+        period=period, scope=scope, kpis=kpis, previous_kpis=read_kpis(conn, period.previous, scope),
+        series=read_series(conn, period, scope), bots_by_p95=by_p95, bots_by_success=by_success,
+        quarantined=read_quarantine(conn, period, scope),
+    )
