@@ -26,6 +26,7 @@ from conftest import (
 )
 from marts_contract import assert_equal_to_oracle, mart_rows
 
+from dagster_project.core.window import Window
 from dagster_project.dev.simulate import create_source_tables, simulate
 from dagster_project.ingest.loader import load_window
 from dagster_project.ingest.rules import SUPERSEDED_RULE
@@ -88,7 +89,7 @@ def source_and_warehouses() -> Iterator[tuple]:
 
 
 def load(src, wh, hour: datetime):
-    return load_window(src, wh, source_schema="public", window_start=hour, window_end=hour + timedelta(hours=1),
+    return load_window(src, wh, source_schema="public", window=Window(hour, hour + timedelta(hours=1)),
                        run_id="test", phone_hash_key="k", now=NOW, floor=datetime(2026, 1, 1, tzinfo=UTC))
 
 

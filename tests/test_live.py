@@ -12,6 +12,7 @@ import pytest
 from conftest import fetch_table, module_scenario, run_job
 
 from dagster_project.core.resources import SourceDatabase
+from dagster_project.core.window import Window
 from dagster_project.dev.simulate import Trickle, create_source_tables, seed_directory
 from dagster_project.live_definitions import defs
 
@@ -95,7 +96,7 @@ def test_live_tables_match_a_computation_over_the_source_window(live, dagster_in
 
     hour = now.replace(minute=0, second=0, microsecond=0)
     with scenario.source() as src, scenario.warehouse() as wh:
-        load_window(src, wh, source_schema="public", window_start=hour - timedelta(hours=3), window_end=hour,
+        load_window(src, wh, source_schema="public", window=Window(hour - timedelta(hours=3), hour),
                     run_id="hourly", phone_hash_key="k", now=now, floor=hourly_partitions.start)
     run_job(dagster_instance, "live_job", defs=defs)
 

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from conftest import RUN_TAG, create_database, drop_database
 
+from dagster_project.core.window import Window
 from dagster_project.dev.simulate import create_source_tables
 from dagster_project.ingest import rules
 from dagster_project.ingest.loader import LANDING_DDL, analyze_grown_tables, load_range, load_window, validate
@@ -59,7 +60,7 @@ def source_and_warehouse() -> Iterator[tuple[psycopg.Connection, psycopg.Connect
 
 
 def load(src: psycopg.Connection, wh: psycopg.Connection, hour: datetime) -> None:
-    load_window(src, wh, source_schema="public", window_start=hour, window_end=hour + timedelta(hours=1),
+    load_window(src, wh, source_schema="public", window=Window(hour, hour + timedelta(hours=1)),
                 run_id="test", phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC), floor=FLOOR)
 
 
@@ -160,7 +161,7 @@ def test_rows_that_become_invalid_leave_the_raw_layer_from_any_window(source_and
 
 def test_a_load_analyzes_the_raw_tables_it_grew_by_a_tenth(source_and_warehouse):
     src, wh = source_and_warehouse
-    load_range(src, wh, source_schema="public", start=HOUR, end=HOUR + timedelta(hours=1), run_id="test",
+    load_range(src, wh, source_schema="public", window=Window(HOUR, HOUR + timedelta(hours=1)), run_id="test",
                phone_hash_key="k", now=datetime(2026, 5, 1, tzinfo=UTC), floor=FLOOR)
     estimates = dict(wh.execute("select relname, reltuples from pg_class "
                                 "where relnamespace = 'raw'::regnamespace and relkind = 'r'").fetchall())

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 from conftest import build_window, module_scenario
 
+from dagster_project.core.window import Window
 from dagster_project.dev.simulate import simulate
 from dagster_project.quality.checks import SUITES, run_suite
 
@@ -80,7 +81,7 @@ def restore(scenario) -> None:
 
 def test_every_suite_passes_on_the_built_warehouse(warehouse):
     for suite in SUITES:
-        result = run_suite(suite, warehouse.warehouse_url, LO, HI)
+        result = run_suite(suite, warehouse.warehouse_url, Window(LO, HI))
         assert result.success, f"{suite.name}: {result.description}"
         assert result.evaluated == len(suite.rules)
 
@@ -91,7 +92,7 @@ def test_each_rule_fails_when_broken_naming_the_rule(warehouse, suite, rule, bre
         conn.execute(breakage)
         conn.commit()
     try:
-        result = run_suite(SUITE[suite], warehouse.warehouse_url, LO, HI)
+        result = run_suite(SUITE[suite], warehouse.warehouse_url, Window(LO, HI))
     finally:
         restore(warehouse)  # the next case starts from the valid warehouse
     assert not result.success
@@ -115,10 +116,10 @@ def test_a_suite_validates_the_warehouse_it_is_given_each_time(warehouse):
                          "completion_tokens) values (gen_random_uuid(), gen_random_uuid(), 'outbound', "
                          "'2026-07-01 10:00+00', -5, 0)")
         suite = SUITE["raw_messages"]
-        assert run_suite(suite, warehouse.warehouse_url, LO, HI).success
-        broken = run_suite(suite, other, LO, HI)
+        assert run_suite(suite, warehouse.warehouse_url, Window(LO, HI)).success
+        broken = run_suite(suite, other, Window(LO, HI))
         assert not broken.success and "prompt_tokens >= 0" in broken.failures
-        assert run_suite(suite, warehouse.warehouse_url, LO, HI).success
+        assert run_suite(suite, warehouse.warehouse_url, Window(LO, HI)).success
     finally:
         drop_database("bf_test_gx_other")
 
@@ -127,7 +128,7 @@ def test_data_docs_render_the_stored_validations(warehouse):
     """`botflow gx-docs` renders every stored validation result (the checks themselves do not)."""
     from dagster_project.quality.checks import build_data_docs
 
-    run_suite(SUITE["usage_analytics"], warehouse.warehouse_url, LO, HI)
+    run_suite(SUITE["usage_analytics"], warehouse.warehouse_url, Window(LO, HI))
     index = build_data_docs()
     assert index.is_file()
     assert "usage_analytics" in index.read_text()
@@ -135,7 +136,7 @@ def test_data_docs_render_the_stored_validations(warehouse):
 
 def test_quarantine_rule_is_named_and_limit_is_configurable(warehouse, monkeypatch):
     monkeypatch.setenv("BOTFLOW_MAX_REJECTED_SHARE", "0.0001")
-    result = run_suite(SUITE["raw_quality"], warehouse.warehouse_url, LO, HI)
+    result = run_suite(SUITE["raw_quality"], warehouse.warehouse_url, Window(LO, HI))
     assert not result.success
     assert "message_conversation_rejected" in result.description  # the source rule that rose
 

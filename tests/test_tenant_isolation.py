@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from conftest import build_window, lenient_quality_limits, module_scenario, run_job
 
-from dagster_project import tenancy
+from dagster_project.core import tenancy
 from dagster_project.dev.simulate import Trickle, simulate
 from dagster_project.serve.superset.logins import ADMIN_LOGIN, READER_LOGIN, login_password, user_login
 from dagster_project.serve.superset.sync import ensure_superset_logins, ensure_user_login
@@ -289,7 +289,7 @@ def test_no_function_runs_sql_text_for_a_tenant(warehouse):
 def test_an_organizations_export_holds_its_rows_only_even_with_a_broken_filter(warehouse, monkeypatch):
     import io
 
-    from dagster_project import export
+    from dagster_project.serve import export
 
     scenario, orgs, start, today = warehouse
     mine = orgs[0]

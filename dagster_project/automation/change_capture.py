@@ -36,7 +36,7 @@ from dagster_project.automation.jobs import daily_job, hourly_job
 from dagster_project.core.partitions import daily_partitions, hourly_partitions
 from dagster_project.core.policies import ACTIVE_RUN_STATUSES
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
-from dagster_project.core.window import utc_midnight
+from dagster_project.core.window import partition_key, utc_midnight
 
 OVERLAP_SETTING = "BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES"
 DEFAULT_OVERLAP = timedelta(minutes=10)
@@ -206,12 +206,12 @@ def coalesce(starts: Iterable[datetime], gap: timedelta) -> list[tuple[datetime,
     return ranges
 
 
-def range_requests(job: dg.JobDefinition, key_format: str, reasons: dict[datetime, str | list[str]],
-                   mark: datetime) -> list[dg.RunRequest]:
+def range_requests(job: dg.JobDefinition, partitions_def: dg.TimeWindowPartitionsDefinition,
+                   reasons: dict[datetime, str | list[str]], mark: datetime) -> list[dg.RunRequest]:
     """One run request per coalesced range of `reasons`' partitions (a single partition: its key)."""
     requests = []
     for first, last in coalesce(reasons, RANGE_GAP[job.name]):
-        lo, hi = first.strftime(key_format), last.strftime(key_format)
+        lo, hi = partition_key(partitions_def, first), partition_key(partitions_def, last)
         why = [r for start, rs in reasons.items() if first <= start <= last
                for r in ([rs] if isinstance(rs, str) else rs)]
         tags = {TRIGGER_TAG: "change_capture", REASON_TAG: _summary(why)[:200]}
@@ -222,10 +222,6 @@ def range_requests(job: dg.JobDefinition, key_format: str, reasons: dict[datetim
             tags |= {ASSET_PARTITION_RANGE_START_TAG: lo, ASSET_PARTITION_RANGE_END_TAG: hi}
             requests.append(dg.RunRequest(job_name=job.name, tags=tags, run_key=f"cc:{lo}...{hi}:{mark.isoformat()}"))
     return requests
-
-
-HOUR_KEY = "%Y-%m-%d-%H:%M"
-DAY_KEY = "%Y-%m-%d"
 
 
 @dg.sensor(
@@ -254,7 +250,7 @@ def change_capture_sensor(context: dg.SensorEvaluationContext, source: SourceDat
     stale = add_stale_hours(warehouse, cursor, changes)
     # the current hour is not a partition yet: its schedule will build it
     hours = {hour: reasons for hour, reasons in changes.hours.items() if _valid_hour(hour, now)}
-    requests = range_requests(hourly_job, HOUR_KEY, hours, changes.high_water)
+    requests = range_requests(hourly_job, hourly_partitions, hours, changes.high_water)
     pending = dict(cursor.pending_days)
     for day, reasons in changes.days.items():
         if _valid_day(day, now):
@@ -264,7 +260,7 @@ def change_capture_sensor(context: dg.SensorEvaluationContext, source: SourceDat
                               tags={TRIGGER_TAG: "change_capture"}), limit=1))
     if not hourly_in_flight:  # the daily marts read the raw hours: build them once those are loaded
         days = {utc_midnight(date.fromisoformat(day)): reason for day, reason in pending.items()}
-        requests += range_requests(daily_job, DAY_KEY, days, changes.high_water)
+        requests += range_requests(daily_job, daily_partitions, days, changes.high_water)
         pending = {}
     context.update_cursor(Cursor(high_water=changes.high_water, seen=changes.seen, pending_days=pending,
                                  stale_requested=stale).dump())

@@ -11,14 +11,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, MAX_RETRIES_TAG
+from dagster._core.storage.tags import MAX_RETRIES_TAG
 
 from dagster_project.automation.healing import wait_for_pools
 from dagster_project.core.run_process import process_tags
-from dagster_project.core.window import utc_midnight
+from dagster_project.core.window import Window
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -51,14 +51,6 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, l
     return StepResult(job_name, result.run_id, seconds, result.success)
 
 
-def partition_range_tags(partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime, end: datetime):
-    """Tags for one run over every partition of partitions_def in [start, end)."""
-    keys = partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(start, end))
-    if not keys:
-        raise ValueError(f"no partitions of {partitions_def} between {start} and {end}")
-    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}, len(keys)
-
-
 def run_window(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -69,14 +61,13 @@ def run_window(
     from dagster_project.automation.jobs import daily_job, hourly_job, views_job
     from dagster_project.core.partitions import daily_partitions, hourly_partitions
 
-    lo = utc_midnight(start)
-    hi = utc_midnight(end)
+    window = Window.days(start, end)
     first_partition = hourly_partitions.start
-    if lo < first_partition:
+    if window.start < first_partition:
         raise ValueError(f"--start {start} is before BOTFLOW_PARTITIONS_START ({first_partition:%Y-%m-%d})")
     steps = [(views_job.name, "dbt views and price list", {})]
-    hourly_tags, n_hours = partition_range_tags(hourly_partitions, lo, hi)
-    daily_tags, n_days = partition_range_tags(daily_partitions, lo, hi)
+    hourly_tags, n_hours = window.range_tags(hourly_partitions)
+    daily_tags, n_days = window.range_tags(daily_partitions)
     steps.append((hourly_job.name, f"ingest + hourly marts, {n_hours} hourly partitions", hourly_tags))
     steps.append((daily_job.name, f"daily marts, {n_days} daily partitions", daily_tags))
     return [execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", f"[{start}, {end})", tags=tags,
@@ -102,14 +93,14 @@ def refresh_marts(
     from dagster_project.core.partitions import daily_partitions, hourly_partitions
     from dagster_project.transform.assets import dbt_daily, dbt_hourly
 
-    lo, hi = utc_midnight(start), utc_midnight(end)
+    window = Window.days(start, end)
     steps = [
         (hourly_job.name, hourly_partitions, dbt_hourly, "full refresh of the hourly marts"),
         (daily_job.name, daily_partitions, dbt_daily, "full refresh of the daily marts"),
     ]
     results = []
     for i, (job_name, partitions_def, assets_def, label) in enumerate(steps, 1):
-        tags, _ = partition_range_tags(partitions_def, lo, hi)
+        tags, _ = window.range_tags(partitions_def)
         config = {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS}
         results.append(execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", "a full refresh",
                                tags=tags, progress=progress, run_config=config,

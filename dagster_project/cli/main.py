@@ -375,7 +375,7 @@ def cmd_live(args) -> int:
     import threading
     import time
 
-    from dagster_project.cli.main.daemon import start_daemon, stop_daemon
+    from dagster_project.cli.daemon import start_daemon, stop_daemon
     from dagster_project.core.db import connect
     from dagster_project.dev.simulate import Trickle
 

@@ -9,6 +9,7 @@ from dagster_project.core.partitions import hourly_partitions
 from dagster_project.core.policies import POOL_RAW, RETRY_POLICY
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
 from dagster_project.core.run_process import record_run_process
+from dagster_project.core.window import Window
 from dagster_project.ingest.loader import LoadReport, SourceError, check_source_tables, load_range
 from dagster_project.ingest.rules import REJECTION_RULES, REPAIR_RULES, SUPERSEDED_RULE, SUPERSEDED_TEXT
 
@@ -44,8 +45,8 @@ RULES_DOC = "\n".join(f"- `{rule}`: {text}" for rule, text in {
 def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: WarehouseDatabase):
     """COPY the partition's window out of the app database, check every row, COPY it into raw."""
     record_run_process(context)
-    window = context.partition_time_window
-    context.log.info(f"ingesting [{window.start}, {window.end}) from schema {source.schema_name}")
+    window = Window.of(context)
+    context.log.info(f"ingesting {window} from schema {source.schema_name}")
     with source.connect() as src, warehouse.connect() as wh:
         try:
             check_source_tables(src, source.schema_name)
@@ -54,8 +55,7 @@ def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, war
         report = load_range(
             src, wh,
             source_schema=source.schema_name,
-            start=window.start,
-            end=window.end,
+            window=window,
             run_id=context.run.run_id,
             phone_hash_key=source.phone_hash_key,
             now=datetime.now(UTC),
@@ -64,7 +64,7 @@ def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, war
         )
     if report.stale_hours:  # rows moved out of hours outside this run: their marts count them still
         context.log.warning(f"newer versions moved rows out of {len(report.stale_hours)} hours outside "
-                            f"[{window.start}, {window.end}): rebuild "
+                            f"{window}: rebuild "
                             + ", ".join(f"{hour:%Y-%m-%d-%H:00}" for hour in sorted(report.stale_hours)))
     for table in RAW_TABLES:
         yield dg.MaterializeResult(asset_key=["raw", table], metadata=report_metadata(report, table))

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from dagster_project.core.window import Window
 from dagster_project.ingest import rules
 from dagster_project.ingest.checksums import record_landed_figures
 from dagster_project.ingest.schema import ensure_raw_schema
@@ -189,21 +190,21 @@ def load_window(
     warehouse: psycopg.Connection,
     *,
     source_schema: str,
-    window_start: datetime,
-    window_end: datetime,
+    window: Window,
     run_id: str,
     phone_hash_key: str,
     now: datetime,
     floor: datetime,
     log: bool = True,
 ) -> LoadReport:
-    """Load `[window_start, window_end)` in one warehouse transaction; idempotent.
+    """Load the window (whole hours) in one warehouse transaction; idempotent.
 
     `floor` is the first partition's start: rows dated before it belong to no partition and are swept
     into quarantine by every window, like those dated in the future.
 
     `log=False` skips the raw.ingest_log row (the live feed reloads the last two hours every few seconds).
     """
+    window_start, window_end = window.start, window.end
     _check_window(window_start, window_end)
     future = now + FUTURE_TOLERANCE
     report = LoadReport(window_start, window_end)
@@ -300,8 +301,7 @@ def load_range(
     warehouse: psycopg.Connection,
     *,
     source_schema: str,
-    start: datetime,
-    end: datetime,
+    window: Window,
     run_id: str,
     phone_hash_key: str,
     now: datetime,
@@ -312,11 +312,12 @@ def load_range(
     """Load a range as a sequence of day-sized windows, each one transaction, then ANALYZE what grew."""
     check_source_tables(source, source_schema)
     source.rollback()
+    start, end = window.start, window.end
     total = LoadReport(start, end)
     chunks = hour_chunks(start, end, chunk_hours)
     for i, (lo, hi) in enumerate(chunks, 1):
-        report = load_window(source, warehouse, source_schema=source_schema, window_start=lo,
-                             window_end=hi, run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
+        report = load_window(source, warehouse, source_schema=source_schema, window=Window(lo, hi),
+                             run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
         total.merge(report)
         if progress:
             progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) ({i}/{len(chunks)}): "
@@ -326,7 +327,7 @@ def load_range(
     # so that the range ends as it would in any other order (its quarantine included)
     again = [(lo, hi) for lo, hi in chunks if any(lo <= hour < hi for hour in total.stale_hours)]
     for lo, hi in again:
-        load_window(source, warehouse, source_schema=source_schema, window_start=lo, window_end=hi,
+        load_window(source, warehouse, source_schema=source_schema, window=Window(lo, hi),
                     run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
         if progress:
             progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) again: newer versions of its rows "

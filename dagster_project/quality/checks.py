@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +24,7 @@ from dagster_project.core.db import connect
 from dagster_project.core.partitions import daily_partitions, hourly_partitions
 from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.settings import sqlalchemy_url
+from dagster_project.core.window import Window
 
 
 def share_limits() -> dict[str, float]:
@@ -167,10 +167,6 @@ class SuiteResult:
         return "; ".join(f"rule '{rule}' broken by {what}" for rule, what in self.failures.items())
 
 
-def _sql_literal(ts: datetime) -> str:
-    return f"'{ts.isoformat()}'::timestamptz"
-
-
 def gx_home() -> Path:
     home = Path(os.environ.get("BOTFLOW_HOME", Path(__file__).resolve().parent.parent / ".botflow")) / "gx"
     home.mkdir(parents=True, exist_ok=True)
@@ -214,21 +210,21 @@ def build_data_docs() -> Path:
     return data_docs_index()
 
 
-def run_suite(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> SuiteResult:
-    """Validate `suite` over [lo, hi) of the warehouse with great-expectations; the validation result
+def run_suite(suite: Suite, warehouse_url: str, window: Window) -> SuiteResult:
+    """Validate `suite` over the window of the warehouse with great-expectations; the validation result
     is stored in the GX project (`botflow gx-docs` renders them as Data Docs)."""
-    with window_snapshot(suite, warehouse_url, lo, hi) as snapshot:
+    with window_snapshot(suite, warehouse_url, window) as snapshot:
         return _validate(suite, warehouse_url, snapshot)
 
 
 @contextmanager
-def window_snapshot(suite: Suite, warehouse_url: str, lo: datetime, hi: datetime) -> Iterator[str]:
-    """The suite's rows of [lo, hi), computed once into a scratch table (dropped afterwards).
+def window_snapshot(suite: Suite, warehouse_url: str, window: Window) -> Iterator[str]:
+    """The suite's rows of the window, computed once into a scratch table (dropped afterwards).
 
     GX sends one query per expectation over its asset: over the suite's query itself, a 30-day
     backfill recomputed the joins and lookups some twenty times (minutes at 10M messages)."""
     name = f"quality.{suite.name}_{uuid.uuid4().hex[:12]}"
-    query = suite.query.format(lo=_sql_literal(lo), hi=_sql_literal(hi), **share_limits())
+    query = suite.query.format(**window.sql_literals(), **share_limits())
     with connect(warehouse_url, setting="BOTFLOW_WAREHOUSE_URL", autocommit=True) as conn:
         conn.execute("create schema if not exists quality")
         conn.execute(f"create unlogged table {name} as {query}")
@@ -308,13 +304,13 @@ def _partitioned_check(suite: Suite) -> dg.AssetChecksDefinition:
         + "; ".join(rule.name for rule in suite.rules),
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseDatabase) -> dg.AssetCheckResult:
-        window = context.partition_time_window
-        result = run_suite(suite, warehouse.url, window.start, window.end)
+        window = Window.of(context)
+        result = run_suite(suite, warehouse.url, window)
         return dg.AssetCheckResult(
             passed=result.success,
             severity=dg.AssetCheckSeverity.ERROR,
             description=result.description,
-            metadata={"window": f"[{window.start.isoformat()}, {window.end.isoformat()})",
+            metadata={"window": str(window),
                       "broken_rules": ", ".join(result.failures) or "none",
                       "data_docs": f"{data_docs_index()} (render with `botflow gx-docs`)"},
         )

@@ -18,8 +18,9 @@ from dagster_project.core.partitions import daily_partitions, hourly_partitions
 from dagster_project.core.policies import POOL_DBT_DAILY, POOL_DBT_HOURLY, POOL_DBT_VIEWS, RETRY_POLICY
 from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.run_process import record_run_process
+from dagster_project.core.window import Window
 from dagster_project.ingest.schema import ensure_raw_schema
-from dagster_project.transform.dbt_runner import WINDOW_ENV, dbt_build
+from dagster_project.transform.dbt_runner import dbt_build
 from dagster_project.transform.freshness import policy_for
 from dagster_project.transform.project import dbt_project, ensure_manifest
 
@@ -73,13 +74,7 @@ class BotflowDbtTranslator(DagsterDbtTranslator):
 TRANSLATOR = BotflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_code_references=False))
 
 
-def dbt_window_env(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """The partition (range) window as the environment variables the incremental models read."""
-    window = context.partition_time_window
-    return dict(zip(WINDOW_ENV, (window.start.isoformat(), window.end.isoformat()), strict=True))
-
-
-def run_dbt(context: dg.AssetExecutionContext, args: list[str], window: dict[str, str] | None = None) -> Iterator[Any]:
+def run_dbt(context: dg.AssetExecutionContext, args: list[str], window: Window | None = None) -> Iterator[Any]:
     """`dbt build` of the step's models over `window` (none: all of history), in this process."""
     record_run_process(context)
     yield from dbt_build(context, Path(dbt_project.project_dir), MANIFEST_JSON, TRANSLATOR, args, window)
@@ -126,7 +121,7 @@ def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, de
         pool=pool,
     )
     def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig):
-        window = {} if config.full_refresh else dbt_window_env(context)  # no window: all of history
+        window = None if config.full_refresh else Window.of(context)  # no window: all of history
         yield from run_dbt(context, dbt_build_args(config), window)
 
     _models.__doc__ = description

@@ -27,8 +27,7 @@ from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_contex
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from dagster_project.core.settings import scoped_environment
-
-WINDOW_ENV = ("BOTFLOW_WINDOW_START", "BOTFLOW_WINDOW_END")
+from dagster_project.core.window import DBT_WINDOW_ENV, Window
 
 _LOCK = threading.Lock()  # dbt's in-process state (flags, adapters) allows one invocation at a time
 # (project dir, warehouse) -> dbt's parsed Manifest, for this process: the nodes carry the target
@@ -104,7 +103,7 @@ def dbt_build(
     manifest: Mapping[str, Any],
     translator: DagsterDbtTranslator,
     args: list[str],
-    window: Mapping[str, str] | None = None,
+    window: Window | None = None,
 ) -> Iterator[Any]:
     """`dbt build` of the step's selected dbt assets over `window`, in this process; yields the
     Dagster events of every model, seed and test result, then fails the step if dbt failed."""
@@ -121,7 +120,7 @@ def dbt_build(
     with _LOCK:
         target = _scratch_target(project_dir, f"dbt-{context.run.run_id[:8]}-")
         try:
-            with scoped_environment(window or {}, unset=WINDOW_ENV):  # unset: all of history
+            with scoped_environment(window.dbt_env() if window else {}, unset=DBT_WINDOW_ENV):  # unset: all of history
                 runner = dbtRunner(manifest=parsed_manifest(project_dir),
                                    callbacks=[lambda event: event.info.name in RESULT_EVENTS
                                               and raw_events.append(msg_to_dict(event))])
@@ -134,5 +133,5 @@ def dbt_build(
         finally:
             shutil.rmtree(target, ignore_errors=True)
     if not result.success:
-        window_text = f" for window [{window[WINDOW_ENV[0]]}, {window[WINDOW_ENV[1]]})" if window else ""
+        window_text = f" for window {window}" if window else ""
         raise DbtBuildFailed(description=f"dbt build{window_text} failed:\n{_failures(result)}")

@@ -26,8 +26,8 @@ create or replace function marts.calculate_response_time_percentiles(
   p_bot_id uuid, p_from timestamptz, p_to timestamptz)
 returns table (p50_response_time_ms integer, p95_response_time_ms integer, p99_response_time_ms integer)
 language sql stable as $fn$
-  select {{ ms_percentile(0.5, 'response_time_ms') }}, {{ ms_percentile(0.95, 'response_time_ms') }},
-         {{ ms_percentile(0.99, 'response_time_ms') }}
+  select {{ metric('p50_response_time_ms') }}, {{ metric('p95_response_time_ms') }},
+         {{ metric('p99_response_time_ms') }}
   from {{ rel.replies }}
   where bot_id = p_bot_id and created_at >= p_from and created_at < p_to
 $fn$;

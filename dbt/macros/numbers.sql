@@ -10,22 +10,11 @@
   round(({{ numerator }})::numeric / nullif({{ denominator }}, 0), {{ scale }})
 {%- endmacro %}
 
-{# Whole milliseconds, halves away from zero. #}
-{% macro whole_ms(expression) -%}
-  round(({{ expression }})::numeric)::integer
-{%- endmacro %}
-
-{# Continuous percentile (linear interpolation), exactly percentile_cont, rounded to whole ms. #}
-{% macro ms_percentile(fraction, column) -%}
-  {{ whole_ms("percentile_cont(" ~ fraction ~ ") within group (order by " ~ column ~ ")") }}
-{%- endmacro %}
-
-{# avg, p50, p95, p99 of response times, as the four response-time columns. #}
+{# avg, p50, p95, p99 of response times, as the four response-time columns (macros/metrics.sql). #}
 {% macro response_time_columns(column='response_time_ms') -%}
-  {{ whole_ms("avg(" ~ column ~ ")") }} as avg_response_time_ms,
-  {{ ms_percentile(0.5, column) }} as p50_response_time_ms,
-  {{ ms_percentile(0.95, column) }} as p95_response_time_ms,
-  {{ ms_percentile(0.99, column) }} as p99_response_time_ms
+  {%- for name in ['avg_response_time_ms', 'p50_response_time_ms', 'p95_response_time_ms', 'p99_response_time_ms'] %}
+  {{ metric(name, column) }} as {{ name }}{{ ',' if not loop.last }}
+  {%- endfor %}
 {%- endmacro %}
 
 {# The UTC date or hour a timestamp falls in. #}

@@ -14,32 +14,55 @@
   ({{ column }} >= {{ lo or window_start() }} and {{ column }} < {{ hi or window_end() }})
 {%- endmacro %}
 
+{# The window filter on `column` (grain 'date': a date column, compared with the window's UTC dates). #}
+{% macro window_filter(column, grain=none) -%}
+  {% if grain == 'date' -%}
+    ({{ column }} >= ({{ window_start() }} at time zone 'UTC')::date
+     and {{ column }} < ({{ window_end() }} at time zone 'UTC')::date)
+  {%- else -%}
+    {{ in_window(column) }}
+  {%- endif %}
+{%- endmacro %}
+
+{# A node's window: its config meta.window (set in each partitioned mart's config: the column its
+   partitions are cut by, which decides its rebuild and its tests' scope), {'column': ..., 'grain': 'date' (optional)}; none if unpartitioned. #}
+{% macro node_window(node) -%}
+  {% do return((node.config.meta or {}).get('window')) %}
+{%- endmacro %}
+
 {# Pre-hook of every partitioned mart: remove what the window held before re-inserting it, so a
    window that now yields no row for a key leaves no stale row behind. Runs in the model's
-   transaction, so readers never see the window half rebuilt. #}
-{% macro delete_window(column, is_date=false) -%}
+   transaction, so readers never see the window half rebuilt. The column is the model's meta.window. #}
+{% macro delete_window() -%}
   {% if is_incremental() %}
-    {% if is_date %}
-    delete from {{ this }} where {{ column }} >= ({{ window_start() }} at time zone 'UTC')::date
-      and {{ column }} < ({{ window_end() }} at time zone 'UTC')::date
-    {% else %}
-    delete from {{ this }} where {{ in_window(column) }}
-    {% endif %}
+    {% set window = node_window(model) %}
+    delete from {{ this }} where {{ window_filter(window.column, window.get('grain')) }}
   {% endif %}
 {%- endmacro %}
 
-{# Generic tests' `where` config holds the tokens __window_start__ / __window_end__ (timestamptz) and
-   __window_start_date__ / __window_end_date__ (their UTC dates), replaced here at run time. A
-   `where` with env_var() would be rendered at parse time, and a manifest parsed once could then
-   not serve the next window. Overrides dbt's get_where_subquery (root-project macros win). #}
+{# The `where` of the data test being run. dbt_project.yml gives every test `where: __window__`:
+   here it becomes the tested model's window filter (read from the manifest at run time, so one
+   parsed manifest serves every window), or nothing for a model without a window. A test may still
+   write its own `where`. Overrides dbt's get_where_subquery (root-project macros win). #}
+{% macro tested_window(relation) -%}
+  {% if execute %}
+    {% for unique_id in model.depends_on.nodes %}
+      {% set node = graph.nodes.get(unique_id) %}
+      {% if node and node.resource_type == 'model' and node.alias == relation.identifier %}
+        {% set window = node_window(node) %}
+        {% if window %}{% do return(window_filter(window.column, window.get('grain'))) %}{% endif %}
+      {% endif %}
+    {% endfor %}
+  {% endif %}
+  {% do return('') %}
+{%- endmacro %}
+
 {% macro get_where_subquery(relation) -%}
   {% set where = config.get('where', '') %}
+  {% if where == '__window__' %}
+    {% set where = tested_window(relation) %}
+  {% endif %}
   {% if where %}
-    {% set where = where
-        | replace('__window_start_date__', "(" ~ window_start() ~ " at time zone 'UTC')::date")
-        | replace('__window_end_date__', "(" ~ window_end() ~ " at time zone 'UTC')::date")
-        | replace('__window_start__', window_start())
-        | replace('__window_end__', window_end()) %}
     {%- set filtered -%}
       (select * from {{ relation }} where {{ where }}) dbt_subquery
     {%- endset -%}

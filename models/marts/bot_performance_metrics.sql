@@ -1,5 +1,6 @@
 {{ config(
-    pre_hook="{{ delete_window('date', is_date=true) }}",
+    meta={'window': {'column': 'date', 'grain': 'date'}},
+    pre_hook="{{ delete_window() }}",
     indexes=[{'columns': ['bot_id', 'date'], 'unique': true}, {'columns': ['date']}],
     tags=['daily'],
 ) }}

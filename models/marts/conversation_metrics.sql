@@ -1,5 +1,6 @@
 {{ config(
-    pre_hook="{{ delete_window('started_at') }}",
+    meta={'window': {'column': 'started_at'}},
+    pre_hook="{{ delete_window() }}",
     indexes=[
       {'columns': ['conversation_id'], 'unique': true},
       {'columns': ['started_at']},

@@ -1,5 +1,6 @@
 {{ config(
-    pre_hook="{{ delete_window('created_at') }}",
+    meta={'window': {'column': 'created_at'}},
+    pre_hook="{{ delete_window() }}",
     indexes=[
       {'columns': ['created_at']},
       {'columns': ['bot_id', 'created_at']},

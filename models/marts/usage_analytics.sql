@@ -1,5 +1,6 @@
 {{ config(
-    pre_hook="{{ delete_window('hour') }}",
+    meta={'window': {'column': 'hour'}},
+    pre_hook="{{ delete_window() }}",
     indexes=[{'columns': ['organization_id', 'hour'], 'unique': true}, {'columns': ['hour']}],
     tags=['hourly'],
 ) }}

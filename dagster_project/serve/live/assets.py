@@ -9,6 +9,7 @@ from dagster_project.core.partitions import hourly_partitions
 from dagster_project.core.policies import POOL_LIVE
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
 from dagster_project.core.run_process import record_run_process
+from dagster_project.core.window import Window
 from dagster_project.ingest.loader import load_window
 from dagster_project.serve.live.refresh import refresh_live_tables
 
@@ -35,9 +36,9 @@ def live_tables(context: dg.AssetExecutionContext, source: SourceDatabase, wareh
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0)
     with source.connect() as src, warehouse.connect() as wh:
-        report = load_window(src, wh, source_schema=source.schema_name, window_start=hour - timedelta(hours=1),
-                             window_end=hour + timedelta(hours=1), run_id=context.run.run_id,
-                             phone_hash_key=source.phone_hash_key, now=now,
+        report = load_window(src, wh, source_schema=source.schema_name,
+                             window=Window(hour - timedelta(hours=1), hour + timedelta(hours=1)),
+                             run_id=context.run.run_id, phone_hash_key=source.phone_hash_key, now=now,
                              floor=hourly_partitions.start, log=False)
     with connect(warehouse.url, setting="BOTFLOW_WAREHOUSE_URL", autocommit=True) as wh:
         refresh = refresh_live_tables(wh, now)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import psycopg
 
+from dagster_project.core.metrics import metric_sql
 from dagster_project.core.tenancy import ensure_tenancy, isolate
 
 LIVE_DDL = """
@@ -84,9 +85,8 @@ per_org as (
   from recent group by organization_id
 ),
 reply_stats as (
-  select organization_id, round(avg(response_time_ms))::integer as avg_response_time_ms,
-    round(100 * (count(*) filter (where outcome = 'success'))::numeric / nullif(count(outcome), 0), 2)
-      as success_rate
+  select organization_id, {metric_sql('avg_response_time_ms')} as avg_response_time_ms,
+    {metric_sql('success_rate')} as success_rate
   from replies group by organization_id
 )
 select o.id, coalesce(p.active_conversations, 0), s.avg_response_time_ms, s.success_rate,

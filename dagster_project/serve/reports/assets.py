@@ -29,11 +29,10 @@ POLL_SECONDS = 30
 
 def missing_mart_partitions(instance: dg.DagsterInstance, period: Period) -> list[str]:
     """The marts not yet materialized for every partition of the period, e.g. 'usage_analytics (3 of 24 hours)'."""
-    lo, hi = period.bounds
     missing = []
     marts = ((DAILY_MARTS, daily_partitions, "days"), (HOURLY_MARTS, hourly_partitions, "hours"))
     for keys, partitions_def, unit in marts:
-        expected = set(partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(lo, hi)))
+        expected = set(period.window.partition_keys(partitions_def))
         for key in keys:
             absent = expected - instance.get_materialized_partitions(key)
             if absent:

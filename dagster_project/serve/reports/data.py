@@ -7,7 +7,8 @@ KPIs of a period and scope (the platform, or one organization):
 - handoff rate: share of the conversations started in the period (conversation_metrics) that were
   handed off; CSAT: average rating of the conversations that ended in the period;
 - tokens, cost: sums of usage_analytics over the period's hours.
-Rounding follows the metric contract (rates to 2 decimals, milliseconds whole, halves away from 0).
+Every aggregate is the registry's (core/metrics.py), so it equals the marts', Superset's and the live
+tables' by construction; rounding follows the contract (2-decimal rates, whole ms, halves away from 0).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import dict_row
 
+from dagster_project.core.metrics import metric_sql, registry
 from dagster_project.serve.reports.periods import Period
+
+# each KPI's one definition (the metric registry), over the marts' column names
+M = {name: metric.over() for name, metric in registry().items()}
 
 SCOPE_FILTER = "(%(org)s::uuid is null or organization_id = %(org)s::uuid)"
 
@@ -32,18 +37,18 @@ with daily as (
     from marts.bot_performance_metrics
     where date >= %(d0)s and date < %(d1)s and {SCOPE_FILTER}
 ), replies as (
-    select round(avg(response_time_ms))::integer as avg_response_time_ms,
-      round(percentile_cont(0.5) within group (order by response_time_ms)::numeric)::integer as p50_response_time_ms,
-      round(percentile_cont(0.95) within group (order by response_time_ms)::numeric)::integer as p95_response_time_ms,
-      round(100 * count(*) filter (where outcome = 'success')::numeric / nullif(count(outcome), 0), 2) as success_rate
+    select {M['avg_response_time_ms']} as avg_response_time_ms,
+      {M['p50_response_time_ms']} as p50_response_time_ms,
+      {M['p95_response_time_ms']} as p95_response_time_ms,
+      {M['success_rate']} as success_rate
     from marts.fct_bot_replies
     where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
 ), started as (
-    select round(100 * count(*) filter (where handoff_triggered)::numeric / nullif(count(*), 0), 2) as handoff_rate
+    select {M['handoff_rate']} as handoff_rate
     from marts.conversation_metrics
     where started_at >= %(t0)s and started_at < %(t1)s and {SCOPE_FILTER}
 ), ended as (
-    select round(avg(customer_satisfaction), 2) as csat
+    select {M['csat']} as csat
     from marts.conversation_metrics
     where ended_at >= %(t0)s and ended_at < %(t1)s and {SCOPE_FILTER}
 ), usage as (
@@ -60,9 +65,9 @@ with buckets as (
     select generate_series(%(t0)s::timestamptz, %(t1)s::timestamptz - %(step)s::interval, %(step)s::interval) as bucket
 ), replies as (
     select date_trunc(%(bucket)s, created_at, 'UTC') as bucket,
-      round(avg(response_time_ms))::integer as avg_ms,
-      round(percentile_cont(0.5) within group (order by response_time_ms)::numeric)::integer as p50_ms,
-      round(percentile_cont(0.95) within group (order by response_time_ms)::numeric)::integer as p95_ms
+      {M['avg_response_time_ms']} as avg_ms,
+      {M['p50_response_time_ms']} as p50_ms,
+      {M['p95_response_time_ms']} as p95_ms
     from marts.fct_bot_replies
     where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
     group by 1
@@ -81,8 +86,8 @@ order by b.bucket
 
 BOTS_SQL = f"""
 select r.bot_id, b.bot_name, count(*) as replies,
-  round(percentile_cont(0.95) within group (order by r.response_time_ms)::numeric)::integer as p95_response_time_ms,
-  round(100 * count(*) filter (where r.outcome = 'success')::numeric / nullif(count(r.outcome), 0), 2) as success_rate
+  {metric_sql('p95_response_time_ms', 'r.response_time_ms')} as p95_response_time_ms,
+  {metric_sql('success_rate', 'r.outcome')} as success_rate
 from marts.fct_bot_replies r
 join marts.dim_bots b using (bot_id)
 where r.created_at >= %(t0)s and r.created_at < %(t1)s
@@ -171,7 +176,7 @@ class ReportData:
 
 
 def params(period: Period, scope: Scope) -> dict:
-    t0, t1 = period.bounds
+    t0, t1 = period.window.start, period.window.end
     return {"t0": t0, "t1": t1, "d0": period.start, "d1": period.end, "org": scope.organization_id,
             "bucket": period.bucket, "step": f"1 {period.bucket}"}
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Literal
 
-from dagster_project.core.window import utc_midnight
+from dagster_project.core.window import Window
 
 ReportKind = Literal["daily", "weekly"]
 LENGTH = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
@@ -47,8 +47,8 @@ class Period:
         return Period(self.kind, self.start - LENGTH[self.kind])
 
     @property
-    def bounds(self) -> tuple[datetime, datetime]:
-        return utc_midnight(self.start), utc_midnight(self.end)
+    def window(self) -> Window:
+        return Window.days(self.start, self.end)
 
     @property
     def slug(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import yaml
 
+from dagster_project.core.metrics import metric_sql, registry
 from dagster_project.core.settings import REPO_ROOT
 
 SPEC_PATH = REPO_ROOT / "superset" / "dashboards.yaml"
@@ -83,7 +84,8 @@ def _dataset(name: str, spec: dict, columns: list[Column], docs: dict[str, dict[
         "uuid": stable_uuid("dataset", name), "database_uuid": stable_uuid("database", DATABASE_NAME),
         "version": "1.0.0",
         "metrics": [{"metric_name": metric, "verbose_name": metric.replace("_", " "), "metric_type": None,
-                     "expression": m["expression"], "description": m["description"], "d3format": m.get("format"),
+                     "expression": m.get("expression") or metric_sql(metric),
+                     "description": m.get("description") or registry()[metric].description, "d3format": m.get("format"),
                      "warning_text": None, "extra": None, "currency": None}
                     for metric, m in spec["metrics"].items()],
         "columns": [{"column_name": c.name, "verbose_name": None, "is_dttm": c.type in TEMPORAL_TYPES,
