@@ -1,5 +1,6 @@
-"""Every great-expectations rule fails, naming itself, on a warehouse where it was broken on purpose;
-and a failed blocking check stops the partition's downstream assets."""
+"""Every rule fails, naming itself, on a warehouse where it was broken on purpose: the raw layer's in
+great-expectations, the marts' in dbt (each rule is checked in one place); and a failed blocking check
+stops the partition's downstream assets."""
 
 from __future__ import annotations
 
@@ -15,34 +16,8 @@ from dagster_project.quality.checks import SUITES, run_suite
 LO, HI = datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 7, 2, tzinfo=UTC)
 SUITE = {s.name: s for s in SUITES}
 
-# (suite, rule named in the failure, SQL that breaks it inside the window)
+# (suite, rule named in the failure, SQL that breaks it inside the window): the raw layer's rules
 BREAKAGES = [
-    ("conversation_metrics", "id unique",
-     "update marts.conversation_metrics set id = (select id from marts.conversation_metrics "
-     "where started_at >= '2026-07-01' order by id limit 1) where conversation_id = (select conversation_id "
-     "from marts.conversation_metrics where started_at >= '2026-07-01' order by id offset 1 limit 1)"),
-    ("conversation_metrics", "total_messages = user_messages + bot_messages",
-     "update marts.conversation_metrics set total_messages = total_messages + 1 where conversation_id = "
-     "(select conversation_id from marts.conversation_metrics where started_at >= '2026-07-01' limit 1)"),
-    ("conversation_metrics", "p50_response_time_ms <= p95_response_time_ms",
-     "update marts.conversation_metrics set p50_response_time_ms = p95_response_time_ms + 1 where conversation_id = "
-     "(select conversation_id from marts.conversation_metrics where p95_response_time_ms is not null "
-     "and started_at >= '2026-07-01' limit 1)"),
-    ("conversation_metrics", "p99_response_time_ms <= max_response_time_ms",
-     "update marts.conversation_metrics set p99_response_time_ms = 10000000 where conversation_id = "
-     "(select conversation_id from marts.conversation_metrics where p99_response_time_ms is not null "
-     "and started_at >= '2026-07-01' limit 1)"),
-    ("conversation_metrics", "estimated_cost_usd >= 0",
-     "update marts.conversation_metrics set estimated_cost_usd = -1 where conversation_id = "
-     "(select conversation_id from marts.conversation_metrics where started_at >= '2026-07-01' limit 1)"),
-    ("bot_performance_metrics", "success_rate within 0..100",
-     "update marts.bot_performance_metrics set success_rate = 150 where date = '2026-07-01' "
-     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics)"),
-    ("bot_performance_metrics", "total_messages >= 0",
-     "update marts.bot_performance_metrics set total_messages = -3 where date = '2026-07-01' "
-     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics)"),
-    ("usage_analytics", "every hour with messages in raw has a mart row",
-     "delete from marts.usage_analytics where hour = '2026-07-01 14:00+00'"),
     ("raw_messages", "prompt_tokens >= 0",
      "update raw.messages set prompt_tokens = -1 where id = (select id from raw.messages "
      "where created_at >= '2026-07-01' and direction = 'outbound' limit 1)"),
@@ -50,6 +25,43 @@ BREAKAGES = [
      "insert into raw.quarantine (source_table, source_id, rule, partition_hour, run_id) "
      "select 'messages', g::text, 'message_direction_unknown', '2026-07-01 09:00+00', 'test' "
      "from generate_series(1, 5000) g"),
+]
+
+
+# (mart, the dbt test that must fail: its generic test and column, SQL that breaks it inside the window)
+MART_BREAKAGES = [
+    ("conversation_metrics", ("unique", "id"),
+     "update marts.conversation_metrics set id = (select id from marts.conversation_metrics "
+     "where started_at >= '2026-07-01' order by id limit 1) where conversation_id = (select conversation_id "
+     "from marts.conversation_metrics where started_at >= '2026-07-01' order by id offset 1 limit 1)"),
+    ("conversation_metrics", ("message_totals_add_up", None),
+     "update marts.conversation_metrics set total_messages = total_messages + 1 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where started_at >= '2026-07-01' limit 1)"),
+    ("conversation_metrics", ("percentiles_ordered", None),
+     "update marts.conversation_metrics set p50_response_time_ms = p95_response_time_ms + 1 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where p95_response_time_ms is not null "
+     "and started_at >= '2026-07-01' limit 1)"),
+    ("conversation_metrics", ("p99_at_most_the_slowest_reply", None),
+     "update marts.conversation_metrics set p99_response_time_ms = 10000000 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where p99_response_time_ms is not null "
+     "and started_at >= '2026-07-01' limit 1)"),
+    ("conversation_metrics", ("within_range", "estimated_cost_usd"),
+     "update marts.conversation_metrics set estimated_cost_usd = -1 where conversation_id = "
+     "(select conversation_id from marts.conversation_metrics where started_at >= '2026-07-01' limit 1)"),
+    ("bot_performance_metrics", ("within_range", "success_rate"),
+     "update marts.bot_performance_metrics set success_rate = 150 where date = '2026-07-01' "
+     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics)"),
+    ("bot_performance_metrics", ("within_range", "total_messages"),
+     "update marts.bot_performance_metrics set total_messages = -3 where date = '2026-07-01' "
+     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics)"),
+    ("bot_performance_metrics", ("p99_at_most_the_slowest_reply", None),
+     "update marts.bot_performance_metrics set p99_response_time_ms = 10000000 where date = '2026-07-01' "
+     "and bot_id = (select min(bot_id::text)::uuid from marts.bot_performance_metrics "
+     "where p99_response_time_ms is not null)"),
+    ("usage_analytics", ("every_active_hour_has_a_row", None),
+     "delete from marts.usage_analytics where hour = '2026-07-01 14:00+00'"),
+    ("usage_analytics", ("within_range", "messages_sent"),
+     "update marts.usage_analytics set messages_sent = -1 where hour = '2026-07-01 14:00+00'"),
 ]
 
 
@@ -100,6 +112,51 @@ def test_each_rule_fails_when_broken_naming_the_rule(warehouse, suite, rule, bre
     assert f"rule '{rule}'" in result.description
 
 
+def failing_dbt_tests(scenario, model: str) -> set[tuple[str, str | None]]:
+    """`dbt test` of the model's data tests over the window [LO, HI): (generic test, column) of each failure."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from conftest import REPO
+
+    scenario.activate()
+    dbt = Path(sys.executable).with_name("dbt")
+    with tempfile.TemporaryDirectory() as target:
+        subprocess.run([str(dbt), "test", "--select", f"{model},test_type:data", "--project-dir", str(REPO / "dbt"),
+                        "--profiles-dir", str(REPO / "dbt"), "--target-path", target],
+                       capture_output=True, text=True, check=False,
+                       env={**os.environ, **Window(LO, HI).dbt_env(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+        results = json.loads((Path(target) / "run_results.json").read_text())["results"]
+        nodes = json.loads((Path(target) / "manifest.json").read_text())["nodes"]
+    assert results, "dbt ran no test"
+    errors = [r for r in results if r["status"] == "error"]
+    assert errors == [], errors
+    return {(nodes[r["unique_id"]]["test_metadata"]["name"], nodes[r["unique_id"]].get("column_name"))
+            for r in results if r["status"] == "fail"}
+
+
+def test_every_mart_test_passes_on_the_built_warehouse(warehouse):
+    for model in ("conversation_metrics", "bot_performance_metrics", "usage_analytics"):
+        assert failing_dbt_tests(warehouse, model) == set(), model
+
+
+@pytest.mark.parametrize(("model", "test", "breakage"), MART_BREAKAGES,
+                         ids=[f"{m}:{t[0]}:{t[1]}" for m, t, _ in MART_BREAKAGES])
+def test_each_mart_rule_fails_in_dbt_when_broken(warehouse, model, test, breakage):
+    with warehouse.warehouse() as conn:
+        conn.execute(breakage)
+        conn.commit()
+    try:
+        failing = failing_dbt_tests(warehouse, model)
+    finally:
+        restore(warehouse)
+    assert test in failing, failing
+
+
 def test_a_suite_validates_the_warehouse_it_is_given_each_time(warehouse):
     """The GX context is kept per process: validating another warehouse must not reuse the first's
     connection."""
@@ -128,10 +185,10 @@ def test_data_docs_render_the_stored_validations(warehouse):
     """`botflow gx-docs` renders every stored validation result (the checks themselves do not)."""
     from dagster_project.quality.checks import build_data_docs
 
-    run_suite(SUITE["usage_analytics"], warehouse.warehouse_url, Window(LO, HI))
+    run_suite(SUITE["raw_messages"], warehouse.warehouse_url, Window(LO, HI))
     index = build_data_docs()
     assert index.is_file()
-    assert "usage_analytics" in index.read_text()
+    assert "raw_messages" in index.read_text()
 
 
 def test_quarantine_rule_is_named_and_limit_is_configurable(warehouse, monkeypatch):

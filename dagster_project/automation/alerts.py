@@ -20,7 +20,6 @@ configured, incidents are only written to the sensor's log.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, WILL_RETRY_TAG
 
 from dagster_project.automation.runner import error_reason
+from dagster_project.core.settings import setting
 from dagster_project.quality.checks import GX_CHECKS
 from dagster_project.serve.reports.delivery import DeliveryError, Recipients, SmtpSettings
 from dagster_project.transform.freshness import DAILY_MARTS, HOURLY_MARTS
@@ -74,7 +74,7 @@ class AlertCursor:
 
 
 def dagster_url() -> str:
-    return os.environ.get("BOTFLOW_DAGSTER_URL", "http://127.0.0.1:3000").rstrip("/")
+    return setting("BOTFLOW_DAGSTER_URL").rstrip("/")
 
 
 def _partition_of(tags: dict[str, str]) -> str | None:
@@ -228,7 +228,7 @@ def find_incidents(instance: dg.DagsterInstance, cursor: AlertCursor, now: datet
 
 
 def alert_emails() -> list[str]:
-    text = os.environ.get("BOTFLOW_ALERT_EMAILS", "")
+    text = setting("BOTFLOW_ALERT_EMAILS")
     if text.strip():
         return [address.strip() for address in text.split(",") if address.strip()]
     return Recipients.load().platform
@@ -236,7 +236,7 @@ def alert_emails() -> list[str]:
 
 def send(incidents: list[Incident]) -> list[str]:
     """Send every incident to every configured channel; the keys of those no channel accepted."""
-    smtp, emails, webhook = SmtpSettings.from_env(), alert_emails(), os.environ.get("BOTFLOW_ALERT_WEBHOOK_URL")
+    smtp, emails, webhook = SmtpSettings.from_env(), alert_emails(), setting("BOTFLOW_ALERT_WEBHOOK_URL")
     failed = []
     for incident in incidents:
         delivered, errors = False, []

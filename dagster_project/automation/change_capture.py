@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,7 +35,9 @@ from dagster_project.automation.jobs import daily_job, hourly_job
 from dagster_project.core.partitions import daily_partitions, hourly_partitions
 from dagster_project.core.policies import ACTIVE_RUN_STATUSES
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
+from dagster_project.core.settings import setting_number
 from dagster_project.core.window import partition_key, utc_midnight
+from dagster_project.ingest.high_water import source_high_water
 
 OVERLAP_SETTING = "BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES"
 DEFAULT_OVERLAP = timedelta(minutes=10)
@@ -46,10 +47,6 @@ RANGE_GAP = {hourly_job.name: timedelta(hours=12), daily_job.name: timedelta(day
 TRIGGER_TAG = "botflow/trigger"
 REASON_TAG = "botflow/reason"
 
-HIGH_WATER = """
-select least(greatest((select max(updated_at) from {s}.messages), (select max(updated_at) from {s}.conversations)),
-             now()), now()
-"""
 CHANGED_MESSAGES = """
 select m.id::text, m.updated_at, date_trunc('hour', m.created_at, 'UTC'),
   (c.started_at at time zone 'UTC')::date
@@ -66,16 +63,7 @@ where updated_at > %(since)s
 
 def overlap() -> timedelta:
     """How far behind the high-water mark a late commit is still read (BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES)."""
-    text = os.environ.get(OVERLAP_SETTING, "")
-    if not text:
-        return DEFAULT_OVERLAP
-    try:
-        minutes = float(text)
-    except ValueError:
-        minutes = -1
-    if minutes <= 0:
-        raise ValueError(f"{OVERLAP_SETTING}={text!r} is not a positive number of minutes")
-    return timedelta(minutes=minutes)
+    return timedelta(minutes=setting_number(OVERLAP_SETTING, positive=True))
 
 
 @dataclass
@@ -126,12 +114,6 @@ def _summary(reasons: Iterable[str]) -> str:
     for reason in reasons:
         counts[reason] = counts.get(reason, 0) + 1
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-
-
-def source_high_water(source: SourceDatabase) -> tuple[datetime | None, datetime]:
-    """The source's largest updated_at (capped at its now()), and its now()."""
-    with source.connect() as conn:
-        return conn.execute(sql.SQL(HIGH_WATER).format(s=sql.Identifier(source.schema_name))).fetchone()
 
 
 def find_changes(source: SourceDatabase, cursor: Cursor, window: timedelta | None = None) -> Changes:
@@ -239,7 +221,8 @@ def change_capture_sensor(context: dg.SensorEvaluationContext, source: SourceDat
     now = datetime.now(UTC)
     cursor = Cursor.load(context.cursor)
     if cursor.high_water is None:  # first tick: start from the source's newest change
-        mark, source_now = source_high_water(source)
+        high_water = source_high_water(source)
+        mark, source_now = high_water.capped, high_water.now
         mark = mark or source_now
         # what the overlap holds at the mark counts as handled: it was there before change capture began
         start = find_changes(source, Cursor(high_water=mark))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import dagster as dg
@@ -51,6 +51,32 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, l
     return StepResult(job_name, result.run_id, seconds, result.success)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One run of a sequence: a job over the window's partitions of `partitions_def` (None: unpartitioned)."""
+
+    job_name: str
+    label: str
+    partitions_def: dg.TimeWindowPartitionsDefinition | None = None
+    options: dict = field(default_factory=dict)  # run_config, asset_selection
+
+
+def run_steps(defs: dg.Definitions, instance: dg.DagsterInstance, steps: list[Step], window: Window, scope: str,
+              progress: Callable[[str], None]) -> list[StepResult]:
+    """Run the steps one after another, each one run over its partitions of the window; numbered progress."""
+    results = []
+    for i, step in enumerate(steps, 1):
+        tags, n = window.range_tags(step.partitions_def) if step.partitions_def else ({}, 0)
+        label = f"[{i}/{len(steps)}] {step.label}" + (f", {n} {_unit(step.partitions_def)} partitions" if n else "")
+        results.append(execute(defs, instance, step.job_name, label, scope, tags=tags, progress=progress,
+                               **step.options))
+    return results
+
+
+def _unit(partitions_def: dg.TimeWindowPartitionsDefinition) -> str:
+    return "hourly" if partitions_def.cron_schedule.startswith("0 * ") else "daily"
+
+
 def run_window(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -65,18 +91,14 @@ def run_window(
     first_partition = hourly_partitions.start
     if window.start < first_partition:
         raise ValueError(f"--start {start} is before BOTFLOW_PARTITIONS_START ({first_partition:%Y-%m-%d})")
-    steps = [(views_job.name, "dbt views and price list", {})]
-    hourly_tags, n_hours = window.range_tags(hourly_partitions)
-    daily_tags, n_days = window.range_tags(daily_partitions)
-    steps.append((hourly_job.name, f"ingest + hourly marts, {n_hours} hourly partitions", hourly_tags))
-    steps.append((daily_job.name, f"daily marts, {n_days} daily partitions", daily_tags))
-    return [execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", f"[{start}, {end})", tags=tags,
-                    progress=progress)
-            for i, (job_name, label, tags) in enumerate(steps, 1)]
+    steps = [Step(views_job.name, "dbt views and price list"),
+             Step(hourly_job.name, "ingest + hourly marts", hourly_partitions),
+             Step(daily_job.name, "daily marts", daily_partitions)]
+    return run_steps(defs, instance, steps, window, f"[{start}, {end})", progress)
 
 
 class RunFailed(Exception):
-    pass
+    """A run failed; the message names the job, the scope, the step and its reason."""
 
 
 def refresh_marts(
@@ -93,19 +115,13 @@ def refresh_marts(
     from dagster_project.core.partitions import daily_partitions, hourly_partitions
     from dagster_project.transform.assets import dbt_daily, dbt_hourly
 
-    window = Window.days(start, end)
-    steps = [
-        (hourly_job.name, hourly_partitions, dbt_hourly, "full refresh of the hourly marts"),
-        (daily_job.name, daily_partitions, dbt_daily, "full refresh of the daily marts"),
-    ]
-    results = []
-    for i, (job_name, partitions_def, assets_def, label) in enumerate(steps, 1):
-        tags, _ = window.range_tags(partitions_def)
-        config = {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS}
-        results.append(execute(defs, instance, job_name, f"[{i}/{len(steps)}] {label}", "a full refresh",
-                               tags=tags, progress=progress, run_config=config,
-                               asset_selection=list(assets_def.keys)))
-    return results
+    def full_refresh(assets_def: dg.AssetsDefinition) -> dict:
+        return {"run_config": {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS},
+                "asset_selection": list(assets_def.keys)}
+
+    steps = [Step(hourly_job.name, "full refresh of the hourly marts", hourly_partitions, full_refresh(dbt_hourly)),
+             Step(daily_job.name, "full refresh of the daily marts", daily_partitions, full_refresh(dbt_daily))]
+    return run_steps(defs, instance, steps, Window.days(start, end), "a full refresh", progress)
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster_project.core.settings import REPO_ROOT, Settings
+from dagster_project.core.settings import REPO_ROOT, Settings, process_environment
 
 
 def start_daemon(settings: Settings, log_path: Path) -> subprocess.Popen:
@@ -19,7 +19,7 @@ def start_daemon(settings: Settings, log_path: Path) -> subprocess.Popen:
     log = log_path.open("w")
     return subprocess.Popen(
         [str(executable), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
-        cwd=REPO_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT, env=process_environment(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from datetime import UTC, date, datetime, timedelta
 
-from dagster_project.core.settings import ConfigError, Settings, redact, scrub
+from dagster_project.core.settings import ConfigError, Settings, redact, scrub, setting
 
 
 def parse_date(value: str) -> date:
@@ -106,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
               "next botflow command)", file=sys.stderr)
         return 130
     except Exception as exc:
+        from dagster_project.automation.runner import RunFailed  # loaded by then: only runs raise it
+
+        if isinstance(exc, RunFailed):  # a run failed: its step and reason on one line
+            print(f"botflow: error: {exc}", file=sys.stderr)
+            return 2
         reason = storage_failure(exc)
-        if reason is None or os.environ.get("BOTFLOW_DETAILS"):
+        if reason is None or setting("BOTFLOW_DETAILS"):
             raise
         print(f"botflow: error: {reason}", file=sys.stderr)
         return 2
@@ -124,7 +129,7 @@ def storage_failure(exc: BaseException) -> str | None:
     chain: BaseException | None = exc
     while chain is not None:
         if isinstance(chain, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
-            url = os.environ.get("BOTFLOW_DAGSTER_STORAGE_URL", "")
+            url = setting("BOTFLOW_DAGSTER_STORAGE_URL")
             text = str(chain.orig if getattr(chain, "orig", None) else chain).strip().splitlines()
             reason = scrub(text[0] if text else type(chain).__name__, url)
             return (f"lost Dagster's storage (BOTFLOW_DAGSTER_STORAGE_URL={redact(url)}): {reason}; run the same "
@@ -185,7 +190,7 @@ def _run(settings: Settings, start: date, end: date) -> None:
 
     import dagster as dg
 
-    from dagster_project.automation.runner import RunFailed, run_window
+    from dagster_project.automation.runner import run_window
     from dagster_project.definitions import defs
 
     log_dir = settings.botflow_home / "logs"
@@ -198,8 +203,9 @@ def _run(settings: Settings, start: date, end: date) -> None:
             _quiet_stderr(log):
         try:
             run_window(defs, instance, start, end, progress=lambda line: print(line, file=console, flush=True))
-        except RunFailed as exc:
-            raise ConfigError(f"{exc} (full log: {log_path})") from exc
+        except Exception:
+            print(f"full log: {log_path}", file=console, flush=True)
+            raise
 
 
 def _quiet_stderr(log):
@@ -207,7 +213,7 @@ def _quiet_stderr(log):
     its one-line reason. BOTFLOW_DETAILS=1 keeps them on the terminal."""
     import contextlib
 
-    return contextlib.nullcontext() if os.environ.get("BOTFLOW_DETAILS") else contextlib.redirect_stderr(log)
+    return contextlib.nullcontext() if setting("BOTFLOW_DETAILS") else contextlib.redirect_stderr(log)
 
 
 def cmd_refresh(args) -> int:
@@ -218,16 +224,13 @@ def cmd_refresh(args) -> int:
     _check_databases(settings)
     import dagster as dg
 
-    from dagster_project.automation.runner import RunFailed, execute, refresh_marts
+    from dagster_project.automation.runner import execute, refresh_marts
     from dagster_project.definitions import defs
 
     with dg.DagsterInstance.get() as instance:
-        try:
-            execute(defs, instance, "dbt_views_job", "[0/2] reload the price list seed and the views", "the views",
-                    progress=_progress)
-            refresh_marts(defs, instance, args.start, args.end, progress=_progress)
-        except RunFailed as exc:
-            raise ConfigError(str(exc)) from exc
+        execute(defs, instance, "dbt_views_job", "[0/2] reload the price list seed and the views", "the views",
+                progress=_progress)
+        refresh_marts(defs, instance, args.start, args.end, progress=_progress)
     return 0
 
 
@@ -264,16 +267,13 @@ def cmd_report(args) -> int:
 def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
     import dagster as dg
 
-    from dagster_project.automation.runner import RunFailed, run_report
+    from dagster_project.automation.runner import run_report
     from dagster_project.definitions import defs
     from dagster_project.serve.reports.build import period_folder
     from dagster_project.serve.reports.periods import Period
 
     with dg.DagsterInstance.get() as instance:
-        try:
-            run_report(defs, instance, kind, day, deliver=deliver)
-        except RunFailed as exc:
-            raise ConfigError(str(exc)) from exc
+        run_report(defs, instance, kind, day, deliver=deliver)
     folder = period_folder(Period.containing(kind, day))
     print(f"reports: {folder}/ (platform.html, platform.pdf, one pair per organization)")
 
@@ -314,7 +314,7 @@ def cmd_superset(args) -> int:
 
 def _new_user_password() -> str | None:
     """$BOTFLOW_SUPERSET_USER_PASSWORD, else asked for on a terminal; None keeps an existing user's."""
-    password = os.environ.get("BOTFLOW_SUPERSET_USER_PASSWORD")
+    password = setting("BOTFLOW_SUPERSET_USER_PASSWORD")
     if password or not sys.stdin.isatty():
         return password or None
     import getpass

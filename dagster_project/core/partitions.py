@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-PARTITIONS_START = os.environ.get("BOTFLOW_PARTITIONS_START", "2025-01-01")
+from dagster_project.core.settings import DEFAULT_PARTITIONS_START, setting
+
+# read when the code location loads, after Settings.export() (which resolves the demo's start)
+PARTITIONS_START = setting("BOTFLOW_PARTITIONS_START") or DEFAULT_PARTITIONS_START
 
 hourly_partitions = dg.HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", timezone="UTC")
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from dagster_project.core.settings import setting_number
 
 # 3 attempts in all (2 retries), waiting 10 s then 20 s
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
@@ -26,5 +26,5 @@ ACTIVE_RUN_STATUSES = [
 # e-mail delivery: 4 attempts, waiting 30 s, 60 s, 120 s (a mail server restart, a rate limit);
 # BOTFLOW_DELIVERY_RETRY_SECONDS sets the first wait (the tests use 1 s)
 DELIVERY_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=3, delay=float(os.environ.get("BOTFLOW_DELIVERY_RETRY_SECONDS", "30")), backoff=dg.Backoff.EXPONENTIAL)
+    max_retries=3, delay=setting_number("BOTFLOW_DELIVERY_RETRY_SECONDS", minimum=0), backoff=dg.Backoff.EXPONENTIAL)
 POOL_REPORTS = "botflow_reports"

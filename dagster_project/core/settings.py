@@ -1,8 +1,13 @@
 """Configuration from the environment, with an embedded PostgreSQL as the default.
 
-Every setting has an environment variable; `Settings.from_env()` reads them once. When the database
-URLs are unset, an embedded PostgreSQL (PyPI `pgserver`) under `$BOTFLOW_HOME/pgdata` serves the
-source demo database, the warehouse and Dagster's storage.
+This module is the one reader of the environment. Every variable is registered in VARIABLES with
+its default and meaning (docs/configuration.md lists the same; tests/test_settings.py checks both,
+and that no other module reads os.environ). `Settings.from_env()` reads the databases, the homes,
+the phone-hash key and the first partition once; the tunables of each stage are read, when they are
+used, through `setting()`, `setting_number()` and `botflow_home()`. An empty variable counts as unset.
+
+When the database URLs are unset, an embedded PostgreSQL (PyPI `pgserver`) under
+`$BOTFLOW_HOME/pgdata` serves the source demo database, the warehouse and Dagster's storage.
 """
 
 from __future__ import annotations
@@ -40,6 +45,102 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str  # "" when unset means off, or a default computed elsewhere (meaning says which)
+    meaning: str
+
+
+VARIABLES: dict[str, Variable] = {v.name: v for v in (
+    Variable("BOTFLOW_HOME", "", "the folder of the embedded PostgreSQL, logs, GX, Superset and reports "
+             "(default: .botflow at the repository root, wherever botflow runs from)"),
+    Variable("BOTFLOW_SOURCE_URL", "", "the app database (postgresql://), read only; unset: embedded"),
+    Variable("BOTFLOW_SOURCE_SCHEMA", "public", "schema of the source tables"),
+    Variable("BOTFLOW_WAREHOUSE_URL", "", "the warehouse (postgresql://); unset: embedded"),
+    Variable("BOTFLOW_DAGSTER_STORAGE_URL", "", "Dagster's storage; unset: embedded, else the warehouse"),
+    Variable("DAGSTER_HOME", "", "Dagster's instance folder (default: $BOTFLOW_HOME/dagster_home)"),
+    Variable("BOTFLOW_PHONE_HASH_KEY", DEV_PHONE_HASH_KEY, "secret key of the customer phone hash"),
+    Variable("BOTFLOW_PARTITIONS_START", "", "the first partition, a UTC date (default: the demo's first day "
+             f"on the embedded database, else {DEFAULT_PARTITIONS_START})"),
+    Variable("BOTFLOW_LIVE_INTERVAL_SECONDS", "5", "how often the live sensor polls the source"),
+    Variable("BOTFLOW_MAX_REJECTED_SHARE", "0.10", "largest share of an hour's messages one rule may quarantine"),
+    Variable("BOTFLOW_MAX_REPAIRED_SHARE", "0.10", "largest share of an hour's messages one rule may repair"),
+    Variable("BOTFLOW_MIN_FLAGGED_ROWS", "10", "below this many rows a rule's share never fails"),
+    Variable("BOTFLOW_REPORTS_DIR", "", "where reports are saved (default: $BOTFLOW_HOME/reports)"),
+    Variable("BOTFLOW_REPORT_WAIT_MINUTES", "30", "how long a report waits for its marts"),
+    Variable("BOTFLOW_REPORT_RECIPIENTS", "", "who receives which report "
+             "(default: $BOTFLOW_HOME/report_recipients.toml)"),
+    Variable("BOTFLOW_REPORT_SENDER", "reports@botflow.local", "the From: address of reports and alerts"),
+    Variable("BOTFLOW_SMTP_HOST", "", "the mail server; unset: nothing is e-mailed"),
+    Variable("BOTFLOW_SMTP_PORT", "587", "its TCP port"),
+    Variable("BOTFLOW_SMTP_SECURITY", "starttls", "starttls, ssl or none"),
+    Variable("BOTFLOW_SMTP_USER", "", "the mail login, if the server asks for one"),
+    Variable("BOTFLOW_SMTP_PASSWORD", "", "its password"),
+    Variable("BOTFLOW_DELIVERY_RETRY_SECONDS", "30", "first wait of the e-mail delivery retries (then doubled)"),
+    Variable("BOTFLOW_SUPERSET_VENV", "", "Superset's virtualenv (default: ~/.cache/botflow/superset-<version>)"),
+    Variable("BOTFLOW_SUPERSET_HOST", "127.0.0.1", "where Superset listens"),
+    Variable("BOTFLOW_SUPERSET_PORT", "8088", "its port"),
+    Variable("BOTFLOW_SUPERSET_METADATA_URL", "", "Superset's metadata database "
+             "(default: botflow_superset beside Dagster's storage)"),
+    Variable("BOTFLOW_SUPERSET_ADMIN_USER", "admin", "the Superset admin"),
+    Variable("BOTFLOW_SUPERSET_ADMIN_PASSWORD", "", "its password (default: generated, kept under $BOTFLOW_HOME)"),
+    Variable("BOTFLOW_SUPERSET_SECRET_KEY", "", "Flask's secret key (default: generated)"),
+    Variable("BOTFLOW_SUPERSET_TENANT_KEY", "", "the key the warehouse logins' passwords derive from "
+             "(default: generated)"),
+    Variable("BOTFLOW_SUPERSET_CACHE_SECONDS", "0", "how long Superset caches chart results (0: off)"),
+    Variable("BOTFLOW_SUPERSET_USER_PASSWORD", "", "password of a user made by `botflow superset grant`"),
+    Variable("BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES", "10", "how far behind its high-water mark change "
+             "capture re-reads the source"),
+    Variable("BOTFLOW_RECONCILE_DAYS", "30", "how many days back reconciliation compares source and loads"),
+    Variable("BOTFLOW_RECONCILE_CRON", "40 * * * *", "when reconciliation runs (UTC)"),
+    Variable("BOTFLOW_ALERT_EMAILS", "", "who gets alerts, comma-separated (default: the reports' platform "
+             "recipients)"),
+    Variable("BOTFLOW_ALERT_WEBHOOK_URL", "", "a Slack-compatible webhook for alerts"),
+    Variable("BOTFLOW_DAGSTER_URL", "http://127.0.0.1:3000", "the Dagster UI's address, for links in alerts"),
+    Variable("BOTFLOW_DETAILS", "", "1: tracebacks and Dagster's error blocks on the terminal"),
+    Variable("XDG_CACHE_HOME", "", "the user's cache folder (default: ~/.cache), for Superset's virtualenv"),
+)}
+# set by this project for the processes it starts (never by hand): docs/configuration.md lists them too
+PUBLISHED = ("BOTFLOW_DBT_HOST", "BOTFLOW_DBT_PORT", "BOTFLOW_DBT_USER", "BOTFLOW_DBT_PASSWORD",
+             "BOTFLOW_DBT_DBNAME", "BOTFLOW_WINDOW_START", "BOTFLOW_WINDOW_END", "BOTFLOW_GX_WAREHOUSE_URL",
+             "BOTFLOW_SUPERSET_CACHE_DIR", "DAGSTER_EVENT_BATCH_SIZE", "PGTZ")
+
+
+def setting(name: str) -> str:
+    """The value of a registered variable, else its default (empty counts as unset)."""
+    return os.environ.get(name) or VARIABLES[name].default
+
+
+def setting_number(name: str, kind: type[int] | type[float] = float, *, minimum: float | None = None,
+                   positive: bool = False) -> int | float:
+    """A numeric setting; a wrong value is a ConfigError naming the variable."""
+    text = setting(name).strip()
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or (minimum is not None and value < minimum) or (positive and value <= 0):
+        bound = "positive " if positive else (f"at least {minimum} " if minimum is not None else "")
+        raise ConfigError(f"{name}={text!r} is not a {bound}{'whole number' if kind is int else 'number'}")
+    return value
+
+
+def botflow_home() -> Path:
+    """$BOTFLOW_HOME, else .botflow at the repository root (never relative to the working directory)."""
+    return Path(setting("BOTFLOW_HOME") or REPO_ROOT / ".botflow").resolve()
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process that runs as this one does."""
+    return dict(os.environ)
+
+
+def publish(values: Mapping[str, str]) -> None:
+    """Set variables for this process and its children (the values in PUBLISHED)."""
+    os.environ.update(values)
+
+
+@dataclass(frozen=True)
 class Settings:
     source_url: str
     source_schema: str
@@ -53,11 +154,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, *, start_embedded: bool = True) -> Settings:
-        env = os.environ
-        home = Path(env.get("BOTFLOW_HOME", REPO_ROOT / ".botflow")).resolve()
-        source_url = env.get("BOTFLOW_SOURCE_URL", "")
-        warehouse_url = env.get("BOTFLOW_WAREHOUSE_URL", "")
-        storage_url = env.get("BOTFLOW_DAGSTER_STORAGE_URL", "")
+        home = botflow_home()
+        source_url = setting("BOTFLOW_SOURCE_URL")
+        warehouse_url = setting("BOTFLOW_WAREHOUSE_URL")
+        storage_url = setting("BOTFLOW_DAGSTER_STORAGE_URL")
         embedded = not (source_url and warehouse_url)
         if embedded and start_embedded:
             urls = embedded_urls(home)
@@ -68,7 +168,7 @@ class Settings:
             storage_url = warehouse_url
         for name, url in (("BOTFLOW_SOURCE_URL", source_url), ("BOTFLOW_WAREHOUSE_URL", warehouse_url)):
             validate_url(name, url)
-        schema = env.get("BOTFLOW_SOURCE_SCHEMA", "public")
+        schema = setting("BOTFLOW_SOURCE_SCHEMA")
         if not schema.replace("_", "").isalnum():
             raise ConfigError(f"BOTFLOW_SOURCE_SCHEMA={schema!r} is not a plain schema name")
         return cls(
@@ -76,16 +176,17 @@ class Settings:
             source_schema=schema,
             warehouse_url=warehouse_url,
             dagster_storage_url=storage_url,
-            dagster_home=Path(env.get("DAGSTER_HOME", home / "dagster_home")).resolve(),
+            dagster_home=Path(setting("DAGSTER_HOME") or home / "dagster_home").resolve(),
             botflow_home=home,
-            phone_hash_key=env.get("BOTFLOW_PHONE_HASH_KEY", DEV_PHONE_HASH_KEY),
-            partitions_start=env.get("BOTFLOW_PARTITIONS_START") or _demo_start(home, embedded)
+            phone_hash_key=setting("BOTFLOW_PHONE_HASH_KEY"),
+            partitions_start=setting("BOTFLOW_PARTITIONS_START") or _demo_start(home, embedded)
             or DEFAULT_PARTITIONS_START,
             embedded=embedded,
         )
 
     def export(self) -> None:
         """Publish the settings as environment variables for Dagster, dbt and child processes."""
+        os.environ["BOTFLOW_HOME"] = str(self.botflow_home)
         os.environ["BOTFLOW_SOURCE_URL"] = self.source_url
         os.environ["BOTFLOW_SOURCE_SCHEMA"] = self.source_schema
         os.environ["BOTFLOW_WAREHOUSE_URL"] = self.warehouse_url
@@ -106,7 +207,7 @@ class Settings:
         (not 2025-01-01 onwards, nearly all empty). A BOTFLOW_PARTITIONS_START set in the environment,
         or configured databases, keep their start.
         """
-        if os.environ.get("BOTFLOW_PARTITIONS_START") or not self.embedded:
+        if setting("BOTFLOW_PARTITIONS_START") or not self.embedded:
             return self
         recorded = _demo_start(self.botflow_home, self.embedded)
         start = min(first_day.isoformat(), recorded) if recorded else first_day.isoformat()

@@ -13,7 +13,6 @@ next load clears them. Each reconciliation is recorded in `raw.reconciliation_lo
 
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,11 +20,12 @@ import dagster as dg
 import psycopg
 
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
+from dagster_project.core.settings import setting, setting_number
 from dagster_project.ingest.checksums import CHECKSUMMED, source_figures
 
 DAYS_SETTING = "BOTFLOW_RECONCILE_DAYS"
 # when reconciliation runs (UTC cron); read when the code location loads, like the partitions' start
-RECONCILE_CRON = os.environ.get("BOTFLOW_RECONCILE_CRON", "40 * * * *")
+RECONCILE_CRON = setting("BOTFLOW_RECONCILE_CRON")
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,7 @@ class Drift:
 
 
 def reconcile_days() -> int:
-    text = os.environ.get(DAYS_SETTING, "30")
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{DAYS_SETTING}={text!r} is not a whole number of days (1 or more)")
-    return int(text)
+    return setting_number(DAYS_SETTING, int, minimum=1)
 
 
 def find_drift(source: psycopg.Connection, schema: str, warehouse: psycopg.Connection,

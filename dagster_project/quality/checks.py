@@ -1,4 +1,4 @@
-"""great-expectations suites, run as blocking Dagster asset checks on the raw layer and each mart.
+"""great-expectations suites, run as blocking Dagster asset checks on the raw layer of each hourly partition.
 
 Every expectation carries the name of the rule it enforces (`meta.rule`); a failed check's
 description lists the broken rules and how many rows break them. Each check validates only its
@@ -9,7 +9,6 @@ in the GX project under `$BOTFLOW_HOME/gx/`; `botflow gx-docs` renders them all 
 
 
 import contextlib
-import os
 import threading
 import uuid
 import warnings
@@ -21,18 +20,18 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project.core.db import connect
-from dagster_project.core.partitions import daily_partitions, hourly_partitions
+from dagster_project.core.partitions import hourly_partitions
 from dagster_project.core.resources import WarehouseDatabase
-from dagster_project.core.settings import sqlalchemy_url
+from dagster_project.core.settings import botflow_home, publish, setting_number, sqlalchemy_url
 from dagster_project.core.window import Window
 
 
 def share_limits() -> dict[str, float]:
     """The largest share of a partition's messages one rule may reject / repair (read at check time)."""
-    return {"max_rejected": float(os.environ.get("BOTFLOW_MAX_REJECTED_SHARE", "0.10")),
-            "max_repaired": float(os.environ.get("BOTFLOW_MAX_REPAIRED_SHARE", "0.10")),
+    return {"max_rejected": setting_number("BOTFLOW_MAX_REJECTED_SHARE", minimum=0),
+            "max_repaired": setting_number("BOTFLOW_MAX_REPAIRED_SHARE", minimum=0),
             # a handful of bad rows in a quiet hour is no trend: below this many rows a rule never fails
-            "min_rows": int(os.environ.get("BOTFLOW_MIN_FLAGGED_ROWS", "10"))}
+            "min_rows": setting_number("BOTFLOW_MIN_FLAGGED_ROWS", int, minimum=0)}
 
 _GX_LOCK = threading.Lock()
 
@@ -58,35 +57,18 @@ def _gx():
     return gx
 
 
-def unique(column: str) -> Rule:
-    return Rule(f"{column} unique", lambda: _gx().expectations.ExpectColumnValuesToBeUnique(column=column))
-
-
-def not_null(column: str) -> Rule:
-    return Rule(f"{column} not null", lambda: _gx().expectations.ExpectColumnValuesToNotBeNull(column=column))
-
-
 def between(column: str, low=None, high=None, label: str | None = None) -> Rule:
     text = label or (f"{column} within {low}..{high}" if high is not None else f"{column} >= {low}")
     return Rule(text, lambda: _gx().expectations.ExpectColumnValuesToBeBetween(
         column=column, min_value=low, max_value=high))
 
 
-def ordered(low: str, high: str) -> Rule:
-    return Rule(f"{low} <= {high}", lambda: _gx().expectations.ExpectColumnPairValuesAToBeGreaterThanB(
-        column_A=high, column_B=low, or_equal=True, ignore_row_if="either_value_is_missing"))
-
-
-def percentile_rules() -> tuple[Rule, ...]:
-    return (ordered("p50_response_time_ms", "p95_response_time_ms"),
-            ordered("p95_response_time_ms", "p99_response_time_ms"),
-            ordered("p99_response_time_ms", "max_response_time_ms"))
-
-
 _WINDOW_TS = "{col} >= {{lo}} and {col} < {{hi}}"
-_REPLIES_MAX = ("(select max(r.response_time_ms) from marts.fct_bot_replies r "
-                "where r.conversation_id = m.conversation_id)")
 
+# Each rule is checked in one place. The row rules of the marts are dbt tests (models/marts/_marts.yml),
+# run in the same dbt build as their model and scoped to its window. Here, only what dbt does not run
+# per ingestion partition: the raw layer's row rules (blocking, before any mart reads the hour) and the
+# shares of quarantined and repaired rows (a rate over a partition, which no dbt test expresses).
 SUITES = (
     # (id unique / not null are the table's primary key: a rule that cannot fail is not checked)
     Suite("raw_messages", ("raw", "messages"), hourly_partitions, """
@@ -114,43 +96,6 @@ SUITES = (
                 lambda: _gx().expectations.ExpectColumnValuesToBeNull(column="rejected_rule_over_limit")),
            Rule("repaired share of a rule <= BOTFLOW_MAX_REPAIRED_SHARE",
                 lambda: _gx().expectations.ExpectColumnValuesToBeNull(column="repaired_rule_over_limit")))),
-    Suite("conversation_metrics", ("marts", "conversation_metrics"), daily_partitions, f"""
-        select m.*, m.total_messages - m.user_messages - m.bot_messages as message_total_gap,
-          {_REPLIES_MAX} as max_response_time_ms
-        from marts.conversation_metrics m where """ + _WINDOW_TS.format(col="m.started_at"),
-          (unique("id"), not_null("id"), unique("conversation_id"), not_null("conversation_id"),
-           between("total_messages", 1), between("user_messages", 0), between("bot_messages", 0),
-           between("message_total_gap", 0, 0, label="total_messages = user_messages + bot_messages"),
-           between("estimated_cost_usd", 0), between("tokens_used", 0),
-           between("customer_satisfaction", 1, 5), *percentile_rules())),
-    # the window's replies grouped once (created_at is indexed; reply_date is its UTC date and the
-    # window is whole UTC days), not a lookup per bot-day: reply_date has no index
-    Suite("bot_performance_metrics", ("marts", "bot_performance_metrics"), daily_partitions, """
-        select m.*, r.max_response_time_ms
-        from marts.bot_performance_metrics m
-        left join (select bot_id, reply_date, max(response_time_ms) as max_response_time_ms
-                   from marts.fct_bot_replies where """ + _WINDOW_TS.format(col="created_at") + """
-                   group by bot_id, reply_date) r on r.bot_id = m.bot_id and r.reply_date = m.date
-        where m.date >= ({lo} at time zone 'UTC')::date and m.date < ({hi} at time zone 'UTC')::date""",
-          (unique("id"), not_null("id"), not_null("bot_id"), not_null("date"),
-           *(between(c, 0, 100) for c in ("success_rate", "error_rate", "fallback_rate",
-                                           "knowledge_base_hit_rate")),
-           between("handoff_rate", 0), between("total_messages", 0), between("total_conversations", 0),
-           between("active_conversations", 0), between("total_cost_usd", 0), *percentile_rules())),
-    Suite("usage_analytics", ("marts", "usage_analytics"), hourly_partitions, """
-        select m.id, m.organization_id, m.hour, m.messages_sent, m.messages_received, m.estimated_cost_usd,
-          m.tokens_used, 0 as missing_rows from marts.usage_analytics m
-        where """ + _WINDOW_TS.format(col="m.hour") + """
-        union all
-        select null, k.organization_id, k.hour, 0, 0, 0, 0, 1 from (
-          select distinct c.organization_id, date_trunc('hour', x.created_at, 'UTC') as hour
-          from raw.messages x join raw.conversations c on c.id = x.conversation_id
-          where """ + _WINDOW_TS.format(col="x.created_at") + """
-          except select organization_id, hour from marts.usage_analytics
-          where """ + _WINDOW_TS.format(col="hour") + """) k""",
-          (between("missing_rows", 0, 0, label="every hour with messages in raw has a mart row"),
-           between("messages_sent", 0), between("messages_received", 0), between("estimated_cost_usd", 0),
-           between("tokens_used", 0))),
 )
 
 
@@ -168,7 +113,7 @@ class SuiteResult:
 
 
 def gx_home() -> Path:
-    home = Path(os.environ.get("BOTFLOW_HOME", Path(__file__).resolve().parent.parent / ".botflow")) / "gx"
+    home = botflow_home() / "gx"
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -186,7 +131,7 @@ def gx_context(warehouse_url: str | None = None):
     if warehouse_url is not None:
         # the URL stays out of great_expectations.yml (it may hold a password): GX reads it from the
         # environment at run time, which also accepts socket URLs its URL validation would refuse
-        os.environ["BOTFLOW_GX_WAREHOUSE_URL"] = sqlalchemy_url(warehouse_url)
+        publish({"BOTFLOW_GX_WAREHOUSE_URL": sqlalchemy_url(warehouse_url)})
     if home not in _CONTEXTS:
         context = gx.get_context(mode="file", project_root_dir=str(home))
         if getattr(context.variables.progress_bars, "globally", True) is not False:  # keep run logs readable

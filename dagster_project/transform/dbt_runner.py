@@ -26,7 +26,7 @@ from dagster_dbt import DagsterDbtTranslator
 from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
-from dagster_project.core.settings import scoped_environment
+from dagster_project.core.settings import process_environment, scoped_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
 
 _LOCK = threading.Lock()  # dbt's in-process state (flags, adapters) allows one invocation at a time
@@ -66,7 +66,8 @@ def _project_args(project_dir: Path, target_path: Path) -> list[str]:
 def parsed_manifest(project_dir: Path) -> Any:
     """dbt's Manifest of the project, parsed on first use in this process (partial parsing from
     the project's target folder), then kept."""
-    key = (project_dir, *(os.environ.get(f"BOTFLOW_DBT_{part}", "") for part in ("HOST", "PORT", "DBNAME")))
+    env = process_environment()
+    key = (project_dir, *(env.get(f"BOTFLOW_DBT_{part}", "") for part in ("HOST", "PORT", "DBNAME")))
     if key not in _MANIFESTS:
         from dbt.cli.main import dbtRunner
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from dagster_dbt import DbtProject
 
-from dagster_project.core.settings import DBT_PROJECT_DIR, REPO_ROOT
+from dagster_project.core.settings import DBT_PROJECT_DIR, REPO_ROOT, process_environment
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -28,7 +27,7 @@ def ensure_manifest() -> Path:
     if manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime():
         return manifest
     dbt = Path(sys.executable).with_name("dbt")
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    env = {**process_environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     result = subprocess.run(
         [str(dbt), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
         capture_output=True, text=True, env=env, check=False,

@@ -6,7 +6,7 @@
 #}
 {% macro bot_performance_select(rel, lo, hi, period='day', bot_filter='true') -%}
 with messages_in_range as (
-    select bot_id, {{ _bot_period('created_at', period) }} as period, conversation_id, tokens
+    select bot_id, {{ period_of('created_at', period) }} as period, conversation_id, tokens
     from {{ rel.messages }}
     where {{ in_window('created_at', lo, hi) }} and {{ bot_filter }}
 ),
@@ -16,7 +16,7 @@ message_stats as (
     from messages_in_range group by 1, 2
 ),
 reply_stats as (
-    select bot_id, {{ _bot_period('created_at', period) }} as period,
+    select bot_id, {{ period_of('created_at', period) }} as period,
       {{ response_time_columns('response_time_ms') }},
       count(*) filter (where outcome = 'success') as successes,
       count(*) filter (where outcome = 'failed') as failures,
@@ -30,13 +30,13 @@ reply_stats as (
     group by 1, 2
 ),
 started as (
-    select bot_id, {{ _bot_period('started_at', period) }} as period, count(*) as total_conversations
+    select bot_id, {{ period_of('started_at', period) }} as period, count(*) as total_conversations
     from {{ rel.conversations }}
     where {{ in_window('started_at', lo, hi) }} and {{ bot_filter }}
     group by 1, 2
 ),
 ended as (
-    select bot_id, {{ _bot_period('ended_at', period) }} as period,
+    select bot_id, {{ period_of('ended_at', period) }} as period,
       avg(trunc(extract(epoch from ended_at - started_at))) as avg_duration_secs,
       avg(customer_satisfaction) as satisfaction_avg
     from {{ rel.conversations }}
@@ -44,7 +44,7 @@ ended as (
     group by 1, 2
 ),
 handoffs as (
-    select bot_id, {{ _bot_period('handoff_at', period) }} as period, count(*) as handoffs
+    select bot_id, {{ period_of('handoff_at', period) }} as period, count(*) as handoffs
     from {{ rel.conversations }}
     where {{ in_window('handoff_at', lo, hi) }} and {{ bot_filter }}
     group by 1, 2
@@ -89,8 +89,4 @@ left join started s on s.bot_id = k.bot_id and s.period = k.period
 left join ended e on e.bot_id = k.bot_id and e.period = k.period
 left join handoffs h on h.bot_id = k.bot_id and h.period = k.period
 left join {{ rel.bots }} b on b.bot_id = k.bot_id
-{%- endmacro %}
-
-{% macro _bot_period(column, period) -%}
-  {%- if period == 'day' -%}{{ utc_date(column) }}{%- else -%}0{%- endif -%}
 {%- endmacro %}

@@ -26,6 +26,14 @@
   date_trunc('hour', {{ column }}, 'UTC')
 {%- endmacro %}
 
+{# The period a row is grouped by: its UTC 'day' or 'hour', or 'range' (one group for the whole range:
+   the SQL functions). Shared by the marts and their functions (bot_performance, organization_usage). #}
+{% macro period_of(column, period) -%}
+  {%- if period == 'day' -%}{{ utc_date(column) }}
+  {%- elif period == 'hour' -%}{{ utc_hour(column) }}
+  {%- else -%}0{%- endif -%}
+{%- endmacro %}
+
 {# A stable uuid key derived from the parts that identify a row. #}
 {% macro stable_id(prefix, parts) -%}
   md5('{{ prefix }}' {% for p in parts %} || ':' || {{ p }}::text {% endfor %})::uuid

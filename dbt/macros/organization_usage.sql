@@ -5,7 +5,7 @@
 #}
 {% macro organization_usage_select(rel, lo, hi, period='hour', org_filter='true') -%}
 with messages_in_range as (
-    select organization_id, {{ _org_period('created_at', period) }} as period, bot_id,
+    select organization_id, {{ period_of('created_at', period) }} as period, bot_id,
       conversation_id, direction, tokens
     from {{ rel.messages }}
     where {{ in_window('created_at', lo, hi) }} and {{ org_filter }}
@@ -32,25 +32,25 @@ most_active_bot as (
     order by organization_id, period, messages desc, bot_id
 ),
 reply_cost as (
-    select organization_id, {{ _org_period('created_at', period) }} as period, sum(cost_usd) as cost
+    select organization_id, {{ period_of('created_at', period) }} as period, sum(cost_usd) as cost
     from {{ rel.replies }}
     where {{ in_window('created_at', lo, hi) }} and {{ org_filter }}
     group by 1, 2
 ),
 started as (
-    select organization_id, {{ _org_period('started_at', period) }} as period, count(*) as started
+    select organization_id, {{ period_of('started_at', period) }} as period, count(*) as started
     from {{ rel.conversations }}
     where {{ in_window('started_at', lo, hi) }} and {{ org_filter }}
     group by 1, 2
 ),
 ended as (
-    select organization_id, {{ _org_period('ended_at', period) }} as period, count(*) as ended
+    select organization_id, {{ period_of('ended_at', period) }} as period, count(*) as ended
     from {{ rel.conversations }}
     where {{ in_window('ended_at', lo, hi) }} and {{ org_filter }}
     group by 1, 2
 ),
 api as (
-    select organization_id, {{ _org_period('occurred_at', period) }} as period,
+    select organization_id, {{ period_of('occurred_at', period) }} as period,
       count(*) filter (where kind = 'api_call') as api_calls,
       count(*) filter (where kind = 'webhook_received') as webhooks
     from {{ rel.api_events }}
@@ -90,8 +90,4 @@ left join reply_cost c on c.organization_id = k.organization_id and c.period = k
 left join started s on s.organization_id = k.organization_id and s.period = k.period
 left join ended e on e.organization_id = k.organization_id and e.period = k.period
 left join api a on a.organization_id = k.organization_id and a.period = k.period
-{%- endmacro %}
-
-{% macro _org_period(column, period) -%}
-  {%- if period == 'hour' -%}{{ utc_hour(column) }}{%- else -%}0{%- endif -%}
 {%- endmacro %}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
-from psycopg import sql
 
 from dagster_project.core.policies import ACTIVE_RUN_STATUSES
 from dagster_project.core.resources import SourceDatabase
+from dagster_project.core.settings import setting_number
+from dagster_project.ingest.high_water import source_high_water
 from dagster_project.serve.live.assets import live_tables
 
 live_job = dg.define_asset_job(
@@ -18,20 +17,7 @@ live_job = dg.define_asset_job(
     description="Load the last two hours and refresh the live tables (launched by live_feed_sensor).",
 )
 
-LIVE_INTERVAL_SECONDS = int(os.environ.get("BOTFLOW_LIVE_INTERVAL_SECONDS", "5"))
-
-
-def source_watermark(source: SourceDatabase) -> str | None:
-    """max(updated_at) of messages and conversations, ignoring values in the future (a bad writer's
-    future timestamp would otherwise hide every later change); two backward index scans."""
-    query = sql.SQL(
-        "select greatest("
-        "(select max(updated_at) from {s}.messages where updated_at <= now() + interval '5 minutes'), "
-        "(select max(updated_at) from {s}.conversations where updated_at <= now() + interval '5 minutes'))"
-    ).format(s=sql.Identifier(source.schema_name))
-    with source.connect() as conn:
-        value = conn.execute(query).fetchone()[0]
-    return value.isoformat() if value else None
+LIVE_INTERVAL_SECONDS = setting_number("BOTFLOW_LIVE_INTERVAL_SECONDS", int, minimum=1)
 
 
 @dg.sensor(
@@ -43,7 +29,8 @@ def source_watermark(source: SourceDatabase) -> str | None:
     "cursor, launch one live run; never a second while one is queued or running.",
 )
 def live_feed_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase):
-    watermark = source_watermark(source)
+    newest = source_high_water(source).plausible
+    watermark = newest.isoformat() if newest else None
     if watermark is None:
         return dg.SkipReason("the source has no messages yet")
     if watermark == context.cursor:

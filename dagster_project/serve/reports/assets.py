@@ -7,7 +7,6 @@ anyway with a warning banner naming what is missing: never silently wrong number
 already delivered for that partition (reports.deliveries).
 """
 
-import os
 import time
 from datetime import datetime
 
@@ -16,6 +15,7 @@ import dagster as dg
 from dagster_project.core.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from dagster_project.core.policies import DELIVERY_RETRY_POLICY, POOL_REPORTS, RETRY_POLICY
 from dagster_project.core.resources import WarehouseDatabase
+from dagster_project.core.settings import setting_number
 from dagster_project.serve.reports.build import deliver_period, period_folder, render_period
 from dagster_project.serve.reports.delivery import DeliveryError
 from dagster_project.serve.reports.periods import Period, ReportKind
@@ -41,7 +41,7 @@ def missing_mart_partitions(instance: dg.DagsterInstance, period: Period) -> lis
 
 
 def wait_for_marts(context: dg.AssetExecutionContext, period: Period) -> list[str]:
-    deadline = time.monotonic() + 60 * float(os.environ.get("BOTFLOW_REPORT_WAIT_MINUTES", "30"))
+    deadline = time.monotonic() + 60 * setting_number("BOTFLOW_REPORT_WAIT_MINUTES", minimum=0)
     while True:
         missing = missing_mart_partitions(context.instance, period)
         if not missing or time.monotonic() >= deadline:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
+from dagster_project.core.settings import botflow_home, setting
 from dagster_project.core.tenancy import organization_scope
 from dagster_project.serve.reports.data import list_scopes, read_report
 from dagster_project.serve.reports.delivery import Delivery, Recipients, SmtpSettings, deliver_once
@@ -19,8 +19,7 @@ from dagster_project.serve.reports.store import ensure_reports_schema, revisions
 
 
 def reports_root() -> Path:
-    default = Path(os.environ.get("BOTFLOW_HOME", ".botflow")) / "reports"
-    return Path(os.environ.get("BOTFLOW_REPORTS_DIR", default)).resolve()
+    return Path(setting("BOTFLOW_REPORTS_DIR") or botflow_home() / "reports").resolve()
 
 
 def period_folder(period: Period, root: Path | None = None) -> Path:

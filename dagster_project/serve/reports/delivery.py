@@ -12,7 +12,6 @@ Settings (environment; nothing secret in the repo):
 
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
 import tomllib
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from dagster_project.core.settings import ConfigError
+from dagster_project.core.settings import ConfigError, botflow_home, setting
 
 SECURITY = ("starttls", "ssl", "none")
 
@@ -39,18 +38,17 @@ class SmtpSettings:
 
     @classmethod
     def from_env(cls) -> SmtpSettings | None:
-        env = os.environ
-        host = env.get("BOTFLOW_SMTP_HOST", "").strip()
+        host = setting("BOTFLOW_SMTP_HOST").strip()
         if not host:
             return None
-        port_text = env.get("BOTFLOW_SMTP_PORT", "587")
+        port_text = setting("BOTFLOW_SMTP_PORT")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise ConfigError(f"BOTFLOW_SMTP_PORT={port_text!r} is not a TCP port")
-        security = env.get("BOTFLOW_SMTP_SECURITY", "starttls").lower()
+        security = setting("BOTFLOW_SMTP_SECURITY").lower()
         if security not in SECURITY:
             raise ConfigError(f"BOTFLOW_SMTP_SECURITY={security!r}: choose one of {', '.join(SECURITY)}")
-        return cls(host, int(port_text), security, env.get("BOTFLOW_SMTP_USER") or None,
-                   env.get("BOTFLOW_SMTP_PASSWORD") or None, env.get("BOTFLOW_REPORT_SENDER", "reports@botflow.local"))
+        return cls(host, int(port_text), security, setting("BOTFLOW_SMTP_USER") or None,
+                   setting("BOTFLOW_SMTP_PASSWORD") or None, setting("BOTFLOW_REPORT_SENDER"))
 
     def send(self, message: EmailMessage) -> None:
         context = ssl.create_default_context()
@@ -80,8 +78,7 @@ class Recipients:
     @classmethod
     def load(cls, path: Path | None = None) -> Recipients:
         if path is None:
-            default = Path(os.environ.get("BOTFLOW_HOME", ".botflow")) / "report_recipients.toml"
-            path = Path(os.environ.get("BOTFLOW_REPORT_RECIPIENTS", default))
+            path = Path(setting("BOTFLOW_REPORT_RECIPIENTS") or botflow_home() / "report_recipients.toml")
         if not path.exists():
             return cls()
         try:

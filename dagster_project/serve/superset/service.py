@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo, sql
 
-from dagster_project.core.settings import REPO_ROOT, ConfigError, Settings, redact, scrub
+from dagster_project.core.settings import REPO_ROOT, ConfigError, Settings, process_environment, redact, scrub, setting
 from dagster_project.serve.superset.logins import READER_LOGIN, login_password
 
 SUPERSET_VERSION = "6.1.0"
@@ -68,29 +68,28 @@ class SupersetSettings:
 
     @classmethod
     def from_env(cls, settings: Settings) -> SupersetSettings:
-        env = os.environ
         home = settings.botflow_home / "superset"
         home.mkdir(parents=True, exist_ok=True)
         stored = _stored_secrets(home / "secrets.json")
-        port_text = env.get("BOTFLOW_SUPERSET_PORT", "8088")
+        port_text = setting("BOTFLOW_SUPERSET_PORT")
         if not port_text.isdigit():
             raise ConfigError(f"BOTFLOW_SUPERSET_PORT={port_text!r} is not a port number")
-        cache_text = env.get("BOTFLOW_SUPERSET_CACHE_SECONDS", "0")
+        cache_text = setting("BOTFLOW_SUPERSET_CACHE_SECONDS")
         if not cache_text.isdigit():
             raise ConfigError(f"BOTFLOW_SUPERSET_CACHE_SECONDS={cache_text!r} is not a whole number of seconds")
-        metadata_url = env.get("BOTFLOW_SUPERSET_METADATA_URL") or _sibling_database(
+        metadata_url = setting("BOTFLOW_SUPERSET_METADATA_URL") or _sibling_database(
             settings.dagster_storage_url, METADATA_DATABASE)
-        cache = Path(env.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        cache = Path(setting("XDG_CACHE_HOME") or Path.home() / ".cache")
         return cls(
-            venv=Path(env.get("BOTFLOW_SUPERSET_VENV", cache / "botflow" / f"superset-{SUPERSET_VERSION}")),
+            venv=Path(setting("BOTFLOW_SUPERSET_VENV") or cache / "botflow" / f"superset-{SUPERSET_VERSION}"),
             home=home,
-            host=env.get("BOTFLOW_SUPERSET_HOST", "127.0.0.1"),
+            host=setting("BOTFLOW_SUPERSET_HOST"),
             port=int(port_text),
             metadata_url=metadata_url,
-            admin_user=env.get("BOTFLOW_SUPERSET_ADMIN_USER", "admin"),
-            admin_password=env.get("BOTFLOW_SUPERSET_ADMIN_PASSWORD") or stored["admin_password"],
-            secret_key=env.get("BOTFLOW_SUPERSET_SECRET_KEY") or stored["secret_key"],
-            tenant_key=env.get("BOTFLOW_SUPERSET_TENANT_KEY") or stored["tenant_key"],
+            admin_user=setting("BOTFLOW_SUPERSET_ADMIN_USER"),
+            admin_password=setting("BOTFLOW_SUPERSET_ADMIN_PASSWORD") or stored["admin_password"],
+            secret_key=setting("BOTFLOW_SUPERSET_SECRET_KEY") or stored["secret_key"],
+            tenant_key=setting("BOTFLOW_SUPERSET_TENANT_KEY") or stored["tenant_key"],
             cache_seconds=int(cache_text),
         )
 
@@ -99,7 +98,7 @@ class SupersetSettings:
 
         Not the caller's environment: that holds the warehouse owner's URL and password.
         """
-        inherited = {k: v for k, v in os.environ.items() if k in INHERITED_VARIABLES}
+        inherited = {k: v for k, v in process_environment().items() if k in INHERITED_VARIABLES}
         return {**inherited, "SUPERSET_CONFIG_PATH": str(CONFIG_PATH), "FLASK_APP": "superset",
                 "BOTFLOW_SUPERSET_METADATA_URL": _psycopg2_url(self.metadata_url),
                 "BOTFLOW_SUPERSET_SECRET_KEY": self.secret_key, "BOTFLOW_SUPERSET_TENANT_KEY": self.tenant_key,
@@ -154,7 +153,7 @@ def install_venv(venv: Path, progress: Callable[[str], None] = print) -> Path:
         return venv
     progress(f"installing Superset {SUPERSET_VERSION} into {venv} (once; about 2 minutes) ...")
     # pip's own settings (index, proxy, certificates) and no BotFlow secret: not the caller's environment
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in process_environment().items()
            if k in INHERITED_VARIABLES or k.startswith(("PIP_", "SSL_", "REQUESTS_CA", "CURL_CA"))
            or k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)

@@ -12,6 +12,23 @@ select * from {{ model }}
 where p50_response_time_ms > p95_response_time_ms or p95_response_time_ms > p99_response_time_ms
 {% endtest %}
 
+{# Fails for rows whose p99 is above the slowest of their replies (`match`: which replies r belong to
+   the row m; it should use an index of fct_bot_replies, e.g. conversation_id or bot_id + created_at). #}
+{% test p99_at_most_the_slowest_reply(model, replies, match) %}
+select m.* from (select * from {{ model }}) m
+where m.p99_response_time_ms > (select max(r.response_time_ms) from {{ replies }} r where {{ match }})
+{% endtest %}
+
+{# Fails for every (organization, hour) of the window that has messages in raw but no row in the
+   model (an hourly mart that dropped an hour). #}
+{% test every_active_hour_has_a_row(model, messages, conversations) %}
+select distinct c.organization_id, date_trunc('hour', x.created_at, 'UTC') as hour
+from {{ messages }} x join {{ conversations }} c on c.id = x.conversation_id
+where {{ in_window('x.created_at') }}
+except
+select organization_id, hour from {{ model }}
+{% endtest %}
+
 {# Fails for rows where total_messages <> user_messages + bot_messages. #}
 {% test message_totals_add_up(model) %}
 select * from {{ model }} where total_messages <> user_messages + bot_messages

@@ -1,0 +1,66 @@
+"""core/settings.py is the one reader of the environment, and every variable is registered and documented."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from dagster_project.core import settings
+from dagster_project.core.settings import PUBLISHED, REPO_ROOT, VARIABLES, ConfigError, setting, setting_number
+
+PACKAGE = REPO_ROOT / "dagster_project"
+NAME = re.compile(r"\b(?:BOTFLOW_[A-Z0-9_]*[A-Z0-9]|DAGSTER_HOME|XDG_CACHE_HOME)\b")
+
+
+def test_no_module_but_settings_reads_the_environment():
+    readers = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "core" / "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            reads = (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb")
+                     and isinstance(node.value, ast.Name) and node.value.id == "os")
+            reads |= isinstance(node, ast.ImportFrom) and node.module == "os" and any(
+                a.name in ("environ", "getenv") for a in node.names)
+            if reads:
+                readers.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert readers == [], "read settings through dagster_project.core.settings:\n" + "\n".join(readers)
+
+
+def test_every_variable_the_code_names_is_registered():
+    sources = [*PACKAGE.rglob("*.py"), REPO_ROOT / "superset" / "superset_config.py",
+               REPO_ROOT / "dbt" / "profiles.yml"]
+    named = {name for path in sources for name in NAME.findall(path.read_text())}
+    unknown = sorted(named - set(VARIABLES) - set(PUBLISHED))
+    assert unknown == [], f"register these in core/settings.py VARIABLES (or PUBLISHED): {unknown}"
+
+
+def test_docs_configuration_lists_every_variable():
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    missing = sorted(name for name in {*VARIABLES, *PUBLISHED} if f"`{name}`" not in text)
+    assert missing == [], f"docs/configuration.md does not list {missing}"
+
+
+def test_an_empty_variable_is_unset_and_a_wrong_number_names_its_variable(monkeypatch):
+    monkeypatch.setenv("BOTFLOW_RECONCILE_DAYS", "")
+    assert setting("BOTFLOW_RECONCILE_DAYS") == "30"
+    monkeypatch.setenv("BOTFLOW_RECONCILE_DAYS", "a month")
+    with pytest.raises(ConfigError, match=r"BOTFLOW_RECONCILE_DAYS='a month' is not a at least 1 whole number"):
+        setting_number("BOTFLOW_RECONCILE_DAYS", int, minimum=1)
+    monkeypatch.setenv("BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES", "0")
+    with pytest.raises(ConfigError, match="BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES='0' is not a positive number"):
+        setting_number("BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES", positive=True)
+
+
+def test_the_homes_do_not_depend_on_the_working_directory(monkeypatch, tmp_path):
+    """BOTFLOW_HOME unset: reports, recipients and GX live under the repository's .botflow, wherever
+    botflow runs from (they once landed under the working directory)."""
+    from dagster_project.serve.reports.build import reports_root
+
+    monkeypatch.delenv("BOTFLOW_HOME", raising=False)
+    monkeypatch.delenv("BOTFLOW_REPORTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert settings.botflow_home() == REPO_ROOT / ".botflow"
+    assert reports_root() == REPO_ROOT / ".botflow" / "reports"
