@@ -143,7 +143,7 @@ def validate(src: dict[str, pd.DataFrame], now: datetime) -> Valid:
             and m["created_at"] is not None
             and floor <= m["created_at"] <= future
             and not (m["direction"] == "outbound" and m["outcome"] is not None and m["outcome"] not in OUTCOMES)
-            # the project's bound (README, Decisions): no LLM call uses more than 10M tokens of a kind
+            # the project's bound (docs/decisions.md): no LLM call uses more than 10M tokens of a kind
             and not (m["direction"] == "outbound"
                      and max(m["prompt_tokens"] or 0, m["completion_tokens"] or 0) > 10_000_000)
             and m["conversation_id"] in valid_conv

@@ -197,7 +197,7 @@ class Settings:
         os.environ.update(dbt_env(self.warehouse_url))
         os.environ["PGTZ"] = "UTC"
         # A range run records one materialization per (asset, partition). Batched, they are written
-        # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (README, Performance).
+        # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (docs/performance.md).
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
     def starting_partitions_at(self, first_day: date) -> Settings:

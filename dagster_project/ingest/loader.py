@@ -343,7 +343,7 @@ ANALYZE_SHARE = 0.1  # autovacuum's default threshold (10%), applied at once: th
 def analyze_grown_tables(warehouse: psycopg.Connection, loaded_rows: dict[str, int]) -> list[str]:
     """ANALYZE the raw tables the load grew by 10% or more of their last row estimate (or that were
     never analyzed). Without statistics, the marts' plans go wrong: a daily partition took 170 s
-    instead of 7 s after the first day was loaded (README, Performance). Returns the tables analyzed."""
+    instead of 7 s after the first day was loaded (docs/performance.md). Returns the tables analyzed."""
     analyzed = []
     with warehouse.cursor() as cur:
         for table in ("conversations", "messages", "api_events"):

@@ -184,7 +184,7 @@ def window_snapshot(suite: Suite, warehouse_url: str, window: Window) -> Iterato
 def _validate(suite: Suite, warehouse_url: str, table: str) -> SuiteResult:
     """Run the suite's expectations over `table` (schema.name). A table asset, not a query asset: GX
     executes a query asset's query to read its columns, and the client buffered every row of the
-    window (a 29-day backfill at 10M messages peaked at 1.3 GB; README, Performance)."""
+    window (a 29-day backfill at 10M messages peaked at 1.3 GB; docs/performance.md)."""
     gx = _gx()
     with _GX_LOCK:  # a GX file context is not safe to share between threads
         context = gx_context(warehouse_url)

@@ -12,12 +12,15 @@ select * from {{ model }}
 where p50_response_time_ms > p95_response_time_ms or p95_response_time_ms > p99_response_time_ms
 {% endtest %}
 
-{# Fails for rows whose p99 is above the slowest of their replies (`match`: which replies r belong to
-   the row m; it should use an index of fct_bot_replies, e.g. conversation_id or bot_id + created_at). #}
+{# Fails for rows whose p99 is above the slowest of their replies (`match`: which replies r of the
+   model `replies` belong to the row m; it should use an index, e.g. conversation_id or bot_id +
+   created_at). `replies` is a model's name, looked up at run time rather than ref()'d: a test with a
+   second parent would also run with that parent's partitions (the hourly runs), before this model. #}
 {% test p99_at_most_the_slowest_reply(model, replies, match) %}
 select m.* from (select * from {{ model }}) m
-where m.p99_response_time_ms > (select max(r.response_time_ms) from {{ replies }} r where {{ match }})
+where m.p99_response_time_ms > (select max(r.response_time_ms) from {{ relation_of(replies) }} r where {{ match }})
 {% endtest %}
+
 
 {# Fails for every (organization, hour) of the window that has messages in raw but no row in the
    model (an hourly mart that dropped an hour). #}
