@@ -22,6 +22,7 @@ import oracle
 import pytest
 from conftest import Inbox, build_window, free_port, lenient_quality_limits, module_scenario, run_job
 
+from dagster_project.core.settings import scoped_environment
 from dagster_project.dev.simulate import simulate
 from dagster_project.serve.reports.periods import Period
 
@@ -38,9 +39,7 @@ def built(dagster_instance, tmp_path_factory):
     folder = tmp_path_factory.mktemp("reports")
     env = {"BOTFLOW_REPORTS_DIR": str(folder / "out"), "BOTFLOW_REPORT_WAIT_MINUTES": "0",
            "BOTFLOW_REPORT_RECIPIENTS": str(folder / "none.toml")}
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    with module_scenario("reports") as (scenario,):
+    with scoped_environment(env), module_scenario("reports") as (scenario,):
         with scenario.source() as conn:
             simulate(conn, "public", START, DAYS, seed=11, conversations_per_day=60)
         with lenient_quality_limits():  # few rows per hour: the simulator's bad rows exceed the share limits
@@ -48,11 +47,6 @@ def built(dagster_instance, tmp_path_factory):
         src = oracle.read_source(scenario.source_url)
         valid = oracle.validate(src, datetime.now(UTC))
         yield scenario, src, OracleFacts.of(src, valid), Path(env["BOTFLOW_REPORTS_DIR"])
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 # -- the independent computation -----------------------------------------------------------------

@@ -35,7 +35,7 @@ from conftest import (
     module_scenario,
 )
 
-from dagster_project.core.settings import Settings
+from dagster_project.core.settings import Settings, scoped_environment
 from dagster_project.dev.simulate import Trickle, simulate
 from dagster_project.serve.superset import service
 from dagster_project.serve.superset.api import SupersetApi, SupersetError
@@ -55,11 +55,9 @@ def superset(dagster_instance, tmp_path_factory):
     env = {"BOTFLOW_HOME": str(home), "BOTFLOW_SUPERSET_PORT": str(free_port()),
            "BOTFLOW_SUPERSET_METADATA_URL": database_url(metadata_db),
            "BOTFLOW_SUPERSET_CACHE_SECONDS": "600"}  # a real cache: one organization's result never serves another
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     today = datetime.now(UTC).date()
     start = today - timedelta(days=DAYS)
-    with module_scenario("superset") as (scenario,):
+    with scoped_environment(env), module_scenario("superset") as (scenario,):
         with scenario.source() as conn:
             simulate(conn, "public", start, DAYS, seed=5, conversations_per_day=80)
             trickle = Trickle(conn, "public", seed=9)  # traffic in the last minutes, for the live dashboard
@@ -80,11 +78,6 @@ def superset(dagster_instance, tmp_path_factory):
         finally:
             service.stop(s)
             drop_database(metadata_db)
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 LAUNCHED: list[tuple[list[str], dict]] = []  # what the fixture's `superset up` started
