@@ -47,10 +47,10 @@ def test_an_empty_variable_is_unset_and_a_wrong_number_names_its_variable(monkey
     monkeypatch.setenv("BOTFLOW_RECONCILE_DAYS", "")
     assert setting("BOTFLOW_RECONCILE_DAYS") == "30"
     monkeypatch.setenv("BOTFLOW_RECONCILE_DAYS", "a month")
-    with pytest.raises(ConfigError, match=r"BOTFLOW_RECONCILE_DAYS='a month' is not a at least 1 whole number"):
+    with pytest.raises(ConfigError, match=r"BOTFLOW_RECONCILE_DAYS='a month' is not a whole number of at least 1"):
         setting_number("BOTFLOW_RECONCILE_DAYS", int, minimum=1)
     monkeypatch.setenv("BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES", "0")
-    with pytest.raises(ConfigError, match="BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES='0' is not a positive number"):
+    with pytest.raises(ConfigError, match="BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES='0' is not a number above 0"):
         setting_number("BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES", positive=True)
 
 
@@ -64,3 +64,14 @@ def test_the_homes_do_not_depend_on_the_working_directory(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     assert settings.botflow_home() == REPO_ROOT / ".botflow"
     assert reports_root() == REPO_ROOT / ".botflow" / "reports"
+
+
+def test_an_empty_phone_hash_key_is_refused(monkeypatch):
+    """An empty secret would hash every phone with the published development key."""
+    monkeypatch.setenv("BOTFLOW_SOURCE_URL", "postgresql://postgres@127.0.0.1:5432/source")
+    monkeypatch.setenv("BOTFLOW_WAREHOUSE_URL", "postgresql://postgres@127.0.0.1:5432/warehouse")
+    monkeypatch.setenv("BOTFLOW_PHONE_HASH_KEY", " ")
+    with pytest.raises(ConfigError, match="BOTFLOW_PHONE_HASH_KEY is set but empty"):
+        settings.Settings.from_env(start_embedded=False)
+    monkeypatch.delenv("BOTFLOW_PHONE_HASH_KEY")
+    assert settings.Settings.from_env(start_embedded=False).phone_hash_key == settings.DEV_PHONE_HASH_KEY

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from psycopg import sql
 
 from dagster_project.automation.jobs import daily_job, hourly_job
@@ -36,11 +35,10 @@ from dagster_project.core.partitions import daily_partitions, hourly_partitions
 from dagster_project.core.policies import ACTIVE_RUN_STATUSES
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
 from dagster_project.core.settings import setting_number
-from dagster_project.core.window import partition_key, utc_midnight
+from dagster_project.core.window import partition_key, range_run_tags, utc_midnight
 from dagster_project.ingest.high_water import source_high_water
 
 OVERLAP_SETTING = "BOTFLOW_CHANGE_CAPTURE_OVERLAP_MINUTES"
-DEFAULT_OVERLAP = timedelta(minutes=10)
 # changed partitions closer than this share one range run (the ones in between are rebuilt too: an
 # hour of 10M-scale data costs ~1 s to rebuild in a range, a run's start ~15 s); farther: another run
 RANGE_GAP = {hourly_job.name: timedelta(hours=12), daily_job.name: timedelta(days=2)}
@@ -201,7 +199,7 @@ def range_requests(job: dg.JobDefinition, partitions_def: dg.TimeWindowPartition
             requests.append(dg.RunRequest(job_name=job.name, partition_key=lo, tags=tags,
                                           run_key=f"cc:{lo}:{mark.isoformat()}"))
         else:
-            tags |= {ASSET_PARTITION_RANGE_START_TAG: lo, ASSET_PARTITION_RANGE_END_TAG: hi}
+            tags |= range_run_tags(lo, hi)
             requests.append(dg.RunRequest(job_name=job.name, tags=tags, run_key=f"cc:{lo}...{hi}:{mark.isoformat()}"))
     return requests
 

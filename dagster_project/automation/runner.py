@@ -35,7 +35,7 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, l
             progress: Callable[[str], None], tags: dict[str, str] | None = None, **kwargs) -> StepResult:
     """Run one job in this process, recorded in the instance, once its pools are free; raise RunFailed.
 
-    The run is tagged with this process (healing.py), so that the next `botflow` fails it and frees its
+    The run is tagged with this process (core/run_process.py), so that the next `botflow` fails it and frees its
     pool slots if this process dies."""
     job = defs.resolve_job_def(job_name)
     progress(f"{label} ...")
@@ -53,11 +53,13 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, l
 
 @dataclass(frozen=True)
 class Step:
-    """One run of a sequence: a job over the window's partitions of `partitions_def` (None: unpartitioned)."""
+    """One run of a sequence: a job over the window's partitions of `partitions_def` (None: unpartitioned);
+    `unit` ('hourly', 'daily') makes the progress line count them."""
 
     job_name: str
     label: str
     partitions_def: dg.TimeWindowPartitionsDefinition | None = None
+    unit: str | None = None
     options: dict = field(default_factory=dict)  # run_config, asset_selection
 
 
@@ -67,14 +69,10 @@ def run_steps(defs: dg.Definitions, instance: dg.DagsterInstance, steps: list[St
     results = []
     for i, step in enumerate(steps, 1):
         tags, n = window.range_tags(step.partitions_def) if step.partitions_def else ({}, 0)
-        label = f"[{i}/{len(steps)}] {step.label}" + (f", {n} {_unit(step.partitions_def)} partitions" if n else "")
+        label = f"[{i}/{len(steps)}] {step.label}" + (f", {n} {step.unit} partitions" if step.unit else "")
         results.append(execute(defs, instance, step.job_name, label, scope, tags=tags, progress=progress,
                                **step.options))
     return results
-
-
-def _unit(partitions_def: dg.TimeWindowPartitionsDefinition) -> str:
-    return "hourly" if partitions_def.cron_schedule.startswith("0 * ") else "daily"
 
 
 def run_window(
@@ -92,8 +90,8 @@ def run_window(
     if window.start < first_partition:
         raise ValueError(f"--start {start} is before BOTFLOW_PARTITIONS_START ({first_partition:%Y-%m-%d})")
     steps = [Step(views_job.name, "dbt views and price list"),
-             Step(hourly_job.name, "ingest + hourly marts", hourly_partitions),
-             Step(daily_job.name, "daily marts", daily_partitions)]
+             Step(hourly_job.name, "ingest + hourly marts", hourly_partitions, "hourly"),
+             Step(daily_job.name, "daily marts", daily_partitions, "daily")]
     return run_steps(defs, instance, steps, window, f"[{start}, {end})", progress)
 
 
@@ -119,8 +117,9 @@ def refresh_marts(
         return {"run_config": {"ops": {assets_def.op.name: {"config": {"full_refresh": True}}}, **QUIET_LOGS},
                 "asset_selection": list(assets_def.keys)}
 
-    steps = [Step(hourly_job.name, "full refresh of the hourly marts", hourly_partitions, full_refresh(dbt_hourly)),
-             Step(daily_job.name, "full refresh of the daily marts", daily_partitions, full_refresh(dbt_daily))]
+    steps = [Step(hourly_job.name, "full refresh of the hourly marts", hourly_partitions,
+                  options=full_refresh(dbt_hourly)),
+             Step(daily_job.name, "full refresh of the daily marts", daily_partitions, options=full_refresh(dbt_daily))]
     return run_steps(defs, instance, steps, Window.days(start, end), "a full refresh", progress)
 
 

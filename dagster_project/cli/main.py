@@ -106,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
               "next botflow command)", file=sys.stderr)
         return 130
     except Exception as exc:
-        from dagster_project.automation.runner import RunFailed  # loaded by then: only runs raise it
-
-        if isinstance(exc, RunFailed):  # a run failed: its step and reason on one line
+        runner = sys.modules.get("dagster_project.automation.runner")  # loaded if a run was started
+        if runner is not None and isinstance(exc, runner.RunFailed):  # its step and reason on one line
             print(f"botflow: error: {exc}", file=sys.stderr)
             return 2
         reason = storage_failure(exc)
@@ -190,7 +189,7 @@ def _run(settings: Settings, start: date, end: date) -> None:
 
     import dagster as dg
 
-    from dagster_project.automation.runner import run_window
+    from dagster_project.automation.runner import RunFailed, run_window
     from dagster_project.definitions import defs
 
     log_dir = settings.botflow_home / "logs"
@@ -203,9 +202,8 @@ def _run(settings: Settings, start: date, end: date) -> None:
             _quiet_stderr(log):
         try:
             run_window(defs, instance, start, end, progress=lambda line: print(line, file=console, flush=True))
-        except Exception:
-            print(f"full log: {log_path}", file=console, flush=True)
-            raise
+        except RunFailed as exc:
+            raise RunFailed(f"{exc} (full log: {log_path})") from exc
 
 
 def _quiet_stderr(log):

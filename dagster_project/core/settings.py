@@ -120,8 +120,8 @@ def setting_number(name: str, kind: type[int] | type[float] = float, *, minimum:
     except ValueError:
         value = None
     if value is None or (minimum is not None and value < minimum) or (positive and value <= 0):
-        bound = "positive " if positive else (f"at least {minimum} " if minimum is not None else "")
-        raise ConfigError(f"{name}={text!r} is not a {bound}{'whole number' if kind is int else 'number'}")
+        bound = " above 0" if positive else (f" of at least {minimum:g}" if minimum is not None else "")
+        raise ConfigError(f"{name}={text!r} is not {'a whole number' if kind is int else 'a number'}{bound}")
     return value
 
 
@@ -178,7 +178,7 @@ class Settings:
             dagster_storage_url=storage_url,
             dagster_home=Path(setting("DAGSTER_HOME") or home / "dagster_home").resolve(),
             botflow_home=home,
-            phone_hash_key=setting("BOTFLOW_PHONE_HASH_KEY"),
+            phone_hash_key=_phone_hash_key(),
             partitions_start=setting("BOTFLOW_PARTITIONS_START") or _demo_start(home, embedded)
             or DEFAULT_PARTITIONS_START,
             embedded=embedded,
@@ -221,6 +221,16 @@ class Settings:
         if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
             shutil.copyfile(DAGSTER_YAML, target)
         return self.dagster_home
+
+
+def _phone_hash_key() -> str:
+    """The phone-hash key; unset, the development key. Set but empty is refused: a secret that resolved
+    to nothing (an empty deployment secret) would otherwise hash with the published key."""
+    value = os.environ.get("BOTFLOW_PHONE_HASH_KEY")
+    if value is not None and not value.strip():
+        raise ConfigError("BOTFLOW_PHONE_HASH_KEY is set but empty: set the secret, "
+                          "or unset it for the development key")
+    return value or DEV_PHONE_HASH_KEY
 
 
 def _demo_start(home: Path, embedded: bool) -> str | None:

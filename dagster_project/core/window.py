@@ -4,7 +4,7 @@ Every partition, window and report period of the warehouse is in UTC. A `Window`
 interval [start, end) that Dagster hands a step (`Window.of(context)`), and each consumer reads it
 from here: the loader (`start`, `end`), dbt (`dbt_env()`: the variables macros/window.sql reads),
 great-expectations (`sql_literals()`), the runner and change capture (`partition_keys()`,
-`range_tags()`, `partition_key()`).
+`range_tags()`, `partition_key()`, `range_run_tags()`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ def utc_midnight(day: date) -> datetime:
 def partition_key(partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime) -> str:
     """The key of the partition of `partitions_def` that starts at `start`."""
     return partitions_def.get_partition_key_for_timestamp(start.timestamp())
+
+
+def range_run_tags(first_key: str, last_key: str) -> dict[str, str]:
+    """The tags of one run over the partitions first_key..last_key (as a UI backfill launches it)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
 
 
 @dataclass(frozen=True)
@@ -84,4 +89,4 @@ class Window:
         keys = self.partition_keys(partitions_def)
         if not keys:
             raise ValueError(f"no partitions of {partitions_def} in {self}")
-        return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}, len(keys)
+        return range_run_tags(keys[0], keys[-1]), len(keys)

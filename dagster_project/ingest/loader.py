@@ -147,10 +147,10 @@ SOURCE_TABLES = ("organizations", "bots", "conversations", "messages", "api_even
 
 
 class SourceError(Exception):
-    """The source database is not as the contract (shared/spec/source.sql) describes it."""
+    """The source database is not as the contract (docs/contract/source.sql) describes it."""
 
 
-# the source columns the loader reads (shared/spec/source.sql): the landed ones, the phone in the clear
+# the source columns the loader reads (docs/contract/source.sql): the landed ones, the phone in the clear
 SOURCE_COLUMNS = {table: tuple(dict.fromkeys("customer_phone" if c.startswith("customer_phone") else c
                                              for c in columns))
                   for table, columns in rules.LANDED_COLUMNS.items()}
@@ -175,12 +175,9 @@ def check_source_tables(source: psycopg.Connection, schema: str) -> None:
             f"docs/contract/source.sql; check BOTFLOW_SOURCE_URL and BOTFLOW_SOURCE_SCHEMA)")
 
 
-def _check_window(lo: datetime, hi: datetime) -> None:
-    if lo.tzinfo is None or hi.tzinfo is None:
-        raise ValueError("window bounds must be timezone-aware (UTC)")
-    if hi <= lo:
-        raise ValueError(f"empty window [{lo}, {hi})")
-    for bound in (lo, hi):
+def _check_whole_hours(window: Window) -> None:
+    """The loader's windows are whole hours (Window itself checks the time zone and emptiness)."""
+    for bound in (window.start, window.end):
         if bound.minute or bound.second or bound.microsecond:
             raise ValueError(f"window bound {bound.isoformat()} is not on a whole hour")
 
@@ -204,8 +201,8 @@ def load_window(
 
     `log=False` skips the raw.ingest_log row (the live feed reloads the last two hours every few seconds).
     """
+    _check_whole_hours(window)
     window_start, window_end = window.start, window.end
-    _check_window(window_start, window_end)
     future = now + FUTURE_TOLERANCE
     report = LoadReport(window_start, window_end)
     params = {"lo": window_start, "hi": window_end, "future": future, "floor": floor, "run_id": run_id}
@@ -284,14 +281,14 @@ def _copy_between(src: psycopg.Cursor, dst: psycopg.Cursor, query: sql.Composed,
     return rows
 
 
-def hour_chunks(start: datetime, end: datetime, hours: int) -> list[tuple[datetime, datetime]]:
-    """Split `[start, end)` into windows of at most `hours` hours."""
-    _check_window(start, end)
+def hour_chunks(window: Window, hours: int) -> list[Window]:
+    """Split the window into windows of at most `hours` hours."""
+    _check_whole_hours(window)
     chunks = []
-    lo = start
-    while lo < end:
-        hi = min(lo + timedelta(hours=hours), end)
-        chunks.append((lo, hi))
+    lo = window.start
+    while lo < window.end:
+        hi = min(lo + timedelta(hours=hours), window.end)
+        chunks.append(Window(lo, hi))
         lo = hi
     return chunks
 
@@ -312,27 +309,26 @@ def load_range(
     """Load a range as a sequence of day-sized windows, each one transaction, then ANALYZE what grew."""
     check_source_tables(source, source_schema)
     source.rollback()
-    start, end = window.start, window.end
-    total = LoadReport(start, end)
-    chunks = hour_chunks(start, end, chunk_hours)
-    for i, (lo, hi) in enumerate(chunks, 1):
-        report = load_window(source, warehouse, source_schema=source_schema, window=Window(lo, hi),
+    total = LoadReport(window.start, window.end)
+    chunks = hour_chunks(window, chunk_hours)
+    for i, chunk in enumerate(chunks, 1):
+        report = load_window(source, warehouse, source_schema=source_schema, window=chunk,
                              run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
         total.merge(report)
         if progress:
-            progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) ({i}/{len(chunks)}): "
+            progress(f"ingested [{chunk.start:%Y-%m-%d %H:%M}, {chunk.end:%Y-%m-%d %H:%M}) ({i}/{len(chunks)}): "
                      f"{report.loaded_rows.get('messages', 0)} messages, {report.rejected_total} rejected, "
                      f"{report.repaired_total} repaired")
     # a later chunk moved rows out of an earlier one (a newer version elsewhere): load that chunk again,
     # so that the range ends as it would in any other order (its quarantine included)
-    again = [(lo, hi) for lo, hi in chunks if any(lo <= hour < hi for hour in total.stale_hours)]
-    for lo, hi in again:
-        load_window(source, warehouse, source_schema=source_schema, window=Window(lo, hi),
+    again = [chunk for chunk in chunks if any(chunk.start <= hour < chunk.end for hour in total.stale_hours)]
+    for chunk in again:
+        load_window(source, warehouse, source_schema=source_schema, window=chunk,
                     run_id=run_id, phone_hash_key=phone_hash_key, now=now, floor=floor)
         if progress:
-            progress(f"ingested [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) again: newer versions of its rows "
-                     "were found in a later window")
-    total.stale_hours = {hour for hour in total.stale_hours if not start <= hour < end}
+            progress(f"ingested [{chunk.start:%Y-%m-%d %H:%M}, {chunk.end:%Y-%m-%d %H:%M}) again: newer versions "
+                     "of its rows were found in a later window")
+    total.stale_hours = {hour for hour in total.stale_hours if not window.start <= hour < window.end}
     analyze_grown_tables(warehouse, total.loaded_rows)
     return total
 
