@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 READERS = [*ROOT.glob("dagster_project/**/*.py"), *ROOT.glob("models/**/*.sql"), *ROOT.glob("dbt/macros/*.sql"),
            ROOT / "superset" / "dashboards.yaml"]
 # the aggregates the registry defines, as another reader would write them again
-DEFINITIONS = re.compile(r"percentile_cont\s*\(|nullif\(count\((?:\w+\.)?outcome\)|avg\((?:\w+\.)?response_time_ms\)"
-                         r"|avg\((?:\w+\.)?customer_satisfaction\)\s*,\s*2")
+DEFINITIONS = re.compile(r"percentile_cont\s*\(|nullif\(count\((?:\w+\.)?(?:outcome|knowledge_base_hit)\)"
+                         r"|avg\((?:\w+\.)?response_time_ms\)|avg\((?:\w+\.)?customer_satisfaction\)\s*,\s*2"
+                         r"|filter \(where (?:\w+\.)?handoff_triggered\)\)?(?:::numeric)?\s*/")
 
 
 def test_no_reader_defines_a_registry_metric_again():

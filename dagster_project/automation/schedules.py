@@ -1,6 +1,6 @@
 """Schedules: hourly at :05 for the previous hour, daily at 01:00 for the previous day (as the seed
 system had them); the daily report at 07:00 UTC for the previous day and the weekly report on Monday
-07:00 UTC for the previous ISO week (each waits for its marts; see assets/reports.py)."""
+07:00 UTC for the previous ISO week (each waits for its marts; see serve/reports/assets.py)."""
 
 from __future__ import annotations
 
