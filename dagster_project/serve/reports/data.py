@@ -22,11 +22,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import dict_row
 
-from dagster_project.core.metrics import metric_sql, registry
+from dagster_project.core.metrics import metric_sql
 from dagster_project.serve.reports.periods import Period
-
-# each KPI's one definition (the metric registry), over the marts' column names
-M = {name: metric.over() for name, metric in registry().items()}
 
 SCOPE_FILTER = "(%(org)s::uuid is null or organization_id = %(org)s::uuid)"
 
@@ -37,18 +34,18 @@ with daily as (
     from marts.bot_performance_metrics
     where date >= %(d0)s and date < %(d1)s and {SCOPE_FILTER}
 ), replies as (
-    select {M['avg_response_time_ms']} as avg_response_time_ms,
-      {M['p50_response_time_ms']} as p50_response_time_ms,
-      {M['p95_response_time_ms']} as p95_response_time_ms,
-      {M['success_rate']} as success_rate
+    select {metric_sql('avg_response_time_ms')} as avg_response_time_ms,
+      {metric_sql('p50_response_time_ms')} as p50_response_time_ms,
+      {metric_sql('p95_response_time_ms')} as p95_response_time_ms,
+      {metric_sql('success_rate')} as success_rate
     from marts.fct_bot_replies
     where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
 ), started as (
-    select {M['handoff_rate']} as handoff_rate
+    select {metric_sql('handoff_rate')} as handoff_rate
     from marts.conversation_metrics
     where started_at >= %(t0)s and started_at < %(t1)s and {SCOPE_FILTER}
 ), ended as (
-    select {M['csat']} as csat
+    select {metric_sql('csat')} as csat
     from marts.conversation_metrics
     where ended_at >= %(t0)s and ended_at < %(t1)s and {SCOPE_FILTER}
 ), usage as (
@@ -65,9 +62,9 @@ with buckets as (
     select generate_series(%(t0)s::timestamptz, %(t1)s::timestamptz - %(step)s::interval, %(step)s::interval) as bucket
 ), replies as (
     select date_trunc(%(bucket)s, created_at, 'UTC') as bucket,
-      {M['avg_response_time_ms']} as avg_ms,
-      {M['p50_response_time_ms']} as p50_ms,
-      {M['p95_response_time_ms']} as p95_ms
+      {metric_sql('avg_response_time_ms')} as avg_ms,
+      {metric_sql('p50_response_time_ms')} as p50_ms,
+      {metric_sql('p95_response_time_ms')} as p95_ms
     from marts.fct_bot_replies
     where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
     group by 1
