@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from dagster_project.core.settings import DEFAULT_PARTITIONS_START, setting
+from dagster_project.core.settings import first_partition_day
 
-# read when the code location loads, after Settings.export() (which resolves the demo's start)
-PARTITIONS_START = setting("BOTFLOW_PARTITIONS_START") or DEFAULT_PARTITIONS_START
+PARTITIONS_START = first_partition_day()  # read when the code location loads
 
 hourly_partitions = dg.HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", timezone="UTC")
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")

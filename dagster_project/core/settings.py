@@ -136,7 +136,7 @@ def process_environment() -> dict[str, str]:
 
 
 def publish(values: Mapping[str, str]) -> None:
-    """Set variables for this process and its children (the values in PUBLISHED)."""
+    """Set variables for this process and its children (the settings, and the values in PUBLISHED)."""
     os.environ.update(values)
 
 
@@ -158,7 +158,7 @@ class Settings:
         source_url = setting("BOTFLOW_SOURCE_URL")
         warehouse_url = setting("BOTFLOW_WAREHOUSE_URL")
         storage_url = setting("BOTFLOW_DAGSTER_STORAGE_URL")
-        embedded = not (source_url and warehouse_url)
+        embedded = uses_embedded_database()
         if embedded and start_embedded:
             urls = embedded_urls(home)
             source_url = source_url or urls["source"]
@@ -179,23 +179,24 @@ class Settings:
             dagster_home=Path(setting("DAGSTER_HOME") or home / "dagster_home").resolve(),
             botflow_home=home,
             phone_hash_key=_phone_hash_key(),
-            partitions_start=setting("BOTFLOW_PARTITIONS_START") or _demo_start(home, embedded)
-            or DEFAULT_PARTITIONS_START,
+            partitions_start=first_partition_day(),
             embedded=embedded,
         )
 
     def export(self) -> None:
         """Publish the settings as environment variables for Dagster, dbt and child processes."""
-        os.environ["BOTFLOW_HOME"] = str(self.botflow_home)
-        os.environ["BOTFLOW_SOURCE_URL"] = self.source_url
-        os.environ["BOTFLOW_SOURCE_SCHEMA"] = self.source_schema
-        os.environ["BOTFLOW_WAREHOUSE_URL"] = self.warehouse_url
-        os.environ["BOTFLOW_DAGSTER_STORAGE_URL"] = sqlalchemy_url(self.dagster_storage_url)
-        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
-        os.environ["BOTFLOW_PHONE_HASH_KEY"] = self.phone_hash_key
-        os.environ["BOTFLOW_PARTITIONS_START"] = self.partitions_start
-        os.environ.update(dbt_env(self.warehouse_url))
-        os.environ["PGTZ"] = "UTC"
+        publish({
+            "BOTFLOW_HOME": str(self.botflow_home),
+            "BOTFLOW_SOURCE_URL": self.source_url,
+            "BOTFLOW_SOURCE_SCHEMA": self.source_schema,
+            "BOTFLOW_WAREHOUSE_URL": self.warehouse_url,
+            "BOTFLOW_DAGSTER_STORAGE_URL": sqlalchemy_url(self.dagster_storage_url),
+            "DAGSTER_HOME": str(self.dagster_home),
+            "BOTFLOW_PHONE_HASH_KEY": self.phone_hash_key,
+            "BOTFLOW_PARTITIONS_START": self.partitions_start,
+            **dbt_env(self.warehouse_url),
+            "PGTZ": "UTC",
+        })
         # A range run records one materialization per (asset, partition). Batched, they are written
         # a thousand per statement: a 3-day hourly range ran in 11 s instead of 23 s (docs/performance.md).
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
@@ -221,6 +222,17 @@ class Settings:
         if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
             shutil.copyfile(DAGSTER_YAML, target)
         return self.dagster_home
+
+
+def uses_embedded_database() -> bool:
+    """Without both database URLs, the embedded PostgreSQL serves them."""
+    return not (setting("BOTFLOW_SOURCE_URL") and setting("BOTFLOW_WAREHOUSE_URL"))
+
+
+def first_partition_day() -> str:
+    """BOTFLOW_PARTITIONS_START, else (on the embedded database) the demo's first day, else the default."""
+    return (setting("BOTFLOW_PARTITIONS_START") or _demo_start(botflow_home(), uses_embedded_database())
+            or DEFAULT_PARTITIONS_START)
 
 
 def _phone_hash_key() -> str:
