@@ -97,6 +97,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
              "recipients)"),
     Variable("BOTFLOW_ALERT_WEBHOOK_URL", "", "a Slack-compatible webhook for alerts"),
     Variable("BOTFLOW_DAGSTER_URL", "http://127.0.0.1:3000", "the Dagster UI's address, for links in alerts"),
+    Variable("BOTFLOW_WARM_RUNS", "1", "1: runs the daemon launches fork from a warm worker that loaded the code "
+             "location once; 0: a new process per run, as Dagster starts them"),
     Variable("BOTFLOW_DETAILS", "", "1: tracebacks and Dagster's error blocks on the terminal"),
     Variable("XDG_CACHE_HOME", "", "the user's cache folder (default: ~/.cache), for Superset's virtualenv"),
 )}

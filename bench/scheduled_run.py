@@ -1,0 +1,139 @@
+"""Latency of a run the daemon launches: from the run's creation (what a schedule's tick does) to done.
+
+    .venv/bin/python bench/scheduled_run.py [--conversations 37500] [--repeat 4]
+
+Fresh databases on the local PostgreSQL (or `BOTFLOW_BENCH_PG_URL`, else the embedded one), one simulated
+day built with `botflow run`; then, for each launcher in turn (a new process per run, as Dagster's default
+launcher starts them, `BOTFLOW_WARM_RUNS=0`; and the warm worker, `1`), a real `dagster-daemon` and
+`--repeat` hourly partition runs of that day submitted to its queue one after another, as the hourly
+schedule's tick submits them. For each run, from the instance's records: created -> started (queue and
+launch), started -> finished (the run's process: start-up and steps) and created -> finished. The first
+run of the warm launcher starts its worker (and runs the ordinary way): it is reported apart.
+Writes bench/results/scheduled_run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from live_lag import admin_url  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+DAY = date(2026, 3, 2)
+
+
+def submit(job: str, partition: str) -> None:
+    """Queue a run as a schedule's tick does (`dagster job launch` through the instance's run coordinator)."""
+    subprocess.run([str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(REPO / "workspace.yaml"),
+                    "--location", "botflow", "-j", job, "--tags", json.dumps({"dagster/partition": partition})],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+
+
+def wait_done(instance, before: set[str], timeout: float = 300):
+    import dagster as dg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [r for r in instance.get_run_records(filters=dg.RunsFilter(job_name="hourly_partition_job"))
+                   if r.dagster_run.run_id not in before]
+        if records and records[0].dagster_run.is_finished:
+            return records[0]
+        time.sleep(0.2)
+    raise SystemExit(f"no finished run after {timeout}s")
+
+
+def measure(settings, home: Path, warm: bool, repeat: int) -> list[dict]:
+    import dagster as dg
+
+    from dagster_project.cli.daemon import start_daemon, stop_daemon
+
+    os.environ["BOTFLOW_WARM_RUNS"] = "1" if warm else "0"
+    daemon = start_daemon(settings, home / f"daemon-{'warm' if warm else 'cold'}.log")
+    rows = []
+    try:
+        with dg.DagsterInstance.get() as instance:
+            for i in range(repeat):
+                before = {r.run_id for r in instance.get_runs()}
+                submit("hourly_partition_job", f"{DAY:%Y-%m-%d}-{10 + i:02d}:00")
+                record = wait_done(instance, before)
+                run = record.dagster_run
+                assert run.status == dg.DagsterRunStatus.SUCCESS, f"run {run.run_id} {run.status}"
+                created = record.create_timestamp.timestamp()
+                rows.append({"created_to_started_s": round(record.start_time - created, 2),
+                             "started_to_finished_s": round(record.end_time - record.start_time, 2),
+                             "created_to_finished_s": round(record.end_time - created, 2),
+                             "forked_warm": "botflow/warm_worker_child" in run.tags})
+                print(f"  {'warm' if warm else 'cold'} run {i + 1}: {rows[-1]}", flush=True)
+    finally:
+        stop_daemon(daemon)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conversations", type=int, default=37_500, help="conversations in the simulated day")
+    parser.add_argument("--repeat", type=int, default=4)
+    args = parser.parse_args()
+
+    from dagster_project.core.settings import Settings, ensure_databases, with_database
+    from dagster_project.dev.simulate import simulate
+
+    admin = admin_url()
+    tag = uuid.uuid4().hex[:6]
+    names = {role: f"bench_sched_{role}_{tag}" for role in ("source", "warehouse", "dagster")}
+    ensure_databases(admin, names.values())
+    home = Path(tempfile.mkdtemp(prefix="botflow-sched-bench-"))
+    os.environ.update({
+        "BOTFLOW_SOURCE_URL": with_database(admin, names["source"]),
+        "BOTFLOW_WAREHOUSE_URL": with_database(admin, names["warehouse"]),
+        "BOTFLOW_DAGSTER_STORAGE_URL": with_database(admin, names["dagster"]),
+        "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
+        "BOTFLOW_PARTITIONS_START": f"{DAY:%Y-%m-%d}",
+    })
+    try:
+        with psycopg.connect(os.environ["BOTFLOW_SOURCE_URL"]) as conn:
+            messages = simulate(conn, "public", DAY, 1, seed=7, conversations_per_day=args.conversations)
+        print(f"simulated {DAY}: {messages}; building it with botflow run ...", flush=True)
+        subprocess.run([str(Path(sys.executable).with_name("botflow")), "run", "--start", f"{DAY}",
+                        "--end", f"{date.fromordinal(DAY.toordinal() + 1)}"], cwd=REPO, check=True)
+        settings = Settings.from_env()
+        cold = measure(settings, home, warm=False, repeat=args.repeat)
+        warm = measure(settings, home, warm=True, repeat=args.repeat + 1)
+
+        def median(rows: list[dict], key: str) -> float:
+            return round(statistics.median(row[key] for row in rows), 2)
+
+        keys = ("created_to_started_s", "started_to_finished_s", "created_to_finished_s")
+        result = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "day": f"{DAY}",
+            "conversations": args.conversations, "repeat": args.repeat,
+            "new_process_per_run": {key: median(cold, key) for key in keys} | {"runs": cold},
+            "warm_worker": {key: median(warm[1:], key) for key in keys} | {"first_run": warm[0], "runs": warm[1:]},
+        }
+        print(json.dumps({k: v for k, v in result.items()}, indent=2))
+        out = REPO / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scheduled_run.json").write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for name in names.values():
+                conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+if __name__ == "__main__":
+    sys.exit(main())
