@@ -39,6 +39,10 @@ def _assemble() -> dg.Definitions:
         schedules=[*SCHEDULES, reconciliation_schedule],
         sensors=[change_capture_sensor, alerts_sensor, dead_runs_sensor],
         resources=database_resources(),
+        # Every job runs its steps in the run's own process, asset backfills launched from the UI too: the
+        # steps depend on each other (ingest -> checks -> dbt -> checks), so a process per step would
+        # parallelize nothing and pay, per step, the import of Dagster, dbt and great-expectations and a dbt parse.
+        executor=dg.in_process_executor,
     )
 
 

@@ -13,28 +13,20 @@ from dagster_project.serve.reports.assets import (
 )
 from dagster_project.transform.assets import dbt_daily, dbt_hourly, dbt_views
 
-# The steps of a partition run depend on each other (ingest -> checks -> dbt -> checks): a process per
-# step would parallelize nothing and pay, per step, the import of dagster, dbt and great-expectations
-# and a dbt parse. One process per run imports and parses once.
-PARTITION_EXECUTOR = dg.in_process_executor
-
 views_job = dg.define_asset_job(
     "dbt_views_job",
     selection=dg.AssetSelection.assets(dbt_views),
     description="(Re)create the staging and intermediate views and load the LLM price list seed.",
-    executor_def=PARTITION_EXECUTOR,
 )
 hourly_job = dg.define_asset_job(
     "hourly_partition_job",
     selection=dg.AssetSelection.assets(raw_ingestion, dbt_hourly),
     description="Ingest an hour (or a range of hours) into raw, then build fct_bot_replies and usage_analytics.",
-    executor_def=PARTITION_EXECUTOR,
 )
 daily_job = dg.define_asset_job(
     "daily_partition_job",
     selection=dg.AssetSelection.assets(dbt_daily),
     description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
-    executor_def=PARTITION_EXECUTOR,
 )
 daily_report_job = dg.define_asset_job(
     "daily_report_job",

@@ -29,7 +29,7 @@ from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 
 from dagster_project.core.settings import setting
 
-WORKER_PID_TAG = "botflow/warm_worker_child"  # the pid of the forked run worker, for termination
+WORKER_PID_TAG = "botflow/warm_worker_child"  # "pid@start time" of the forked run worker, for termination
 ANSWER_SECONDS = 10.0
 
 
@@ -92,10 +92,15 @@ class WarmRunLauncher(DefaultRunLauncher):
                     answer = json.loads(stream.readline() or "{}")
         except (OSError, ValueError):
             answer = {}
-        if "pid" not in answer:  # stale, dead or unanswering: the next run gets a fresh worker
+        if "pid" not in answer:  # stale, dead or unanswering: this run starts the ordinary way, the next warm
             self._stop_worker(path.stem)
+            self._ready_worker(run)
             return False
-        self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: str(answer["pid"])})
+        try:  # the child's start time beside its pid: terminate() never signals a process that reused the pid
+            started = psutil.Process(answer["pid"]).create_time()
+        except psutil.NoSuchProcess:
+            started = 0.0  # it has ended already
+        self._instance.add_run_tags(run.run_id, {WORKER_PID_TAG: f"{answer['pid']}@{started:.2f}"})
         self._instance.report_engine_event(
             f"Started the run in process {answer['pid']}, forked from the warm worker of this code location.",
             run, cls=self.__class__)
@@ -105,7 +110,12 @@ class WarmRunLauncher(DefaultRunLauncher):
     def _stop_worker(self, location: str) -> None:
         worker = self._workers.pop(location, None)
         if worker is not None and worker.poll() is None:
-            worker.terminate()
+            worker.terminate()  # its forked runs go on; they were never its to stop
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
 
     # termination and shutdown
 
@@ -116,10 +126,11 @@ class WarmRunLauncher(DefaultRunLauncher):
         if run.is_finished:
             return False
         self._instance.report_run_canceling(run)
+        pid, _, started = run.tags[WORKER_PID_TAG].partition("@")
         try:
-            child = psutil.Process(int(run.tags[WORKER_PID_TAG]))
-            if child.ppid() not in {worker.pid for worker in self._workers.values()}:
-                return False  # not a run worker of ours any more (its pid was reused)
+            child = psutil.Process(int(pid))
+            if abs(child.create_time() - float(started)) > 1:
+                return False  # the run's process has ended and its pid was reused
             child.send_signal(signal.SIGINT)  # as Dagster interrupts its run workers: the run is canceled
         except (psutil.NoSuchProcess, ValueError):
             return False

@@ -59,16 +59,25 @@ def warm_up(origin_json: str) -> None:
         job.get_job_snapshot_id()  # resolves the job's graph, as the run's plan will
     import dagster._cli.api  # noqa: F401  (what executes a run)
 
-    # what the location's steps open once per process, where it uses them: dbt's parsed project, GX's context
+    # what the location's steps open once per process, where it uses them: dbt's parsed project, GX's context.
+    # Each only saves its runs time: one that fails (a run writing the same files meanwhile) is left to them.
     if "dagster_project.transform.dbt_runner" in sys.modules:
         from dagster_project.core.settings import DBT_PROJECT_DIR
         from dagster_project.transform.dbt_runner import parsed_manifest
 
-        parsed_manifest(DBT_PROJECT_DIR)
+        _optional(lambda: parsed_manifest(DBT_PROJECT_DIR), "dbt's parse")
     if "dagster_project.quality.checks" in sys.modules:
         from dagster_project.quality.checks import gx_context
 
-        gx_context()
+        _optional(gx_context, "the great-expectations context")
+
+
+def _optional(step, what: str) -> None:
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001  (the runs open it themselves, as in a new process)
+        print(f"warm run worker: {what} was not warmed ({type(exc).__name__}: {exc}); its runs open it",
+              file=sys.stderr, flush=True)
 
 
 def execute_run(request: str) -> int:
@@ -117,7 +126,11 @@ def _reap() -> None:
 def serve(socket_path: str, origin_json: str) -> None:
     root = Path.cwd()
     parent = os.getppid()
-    warm_up(origin_json)
+    try:
+        warm_up(origin_json)
+    except Exception as exc:  # noqa: BLE001  (one line; the launcher starts runs the ordinary way, and a new worker)
+        sys.exit(f"warm run worker: the code location did not load ({type(exc).__name__}: {exc}); "
+                 "its runs start in new processes")
     fingerprint = code_fingerprint(root)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     Path(socket_path).unlink(missing_ok=True)

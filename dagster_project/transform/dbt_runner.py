@@ -133,6 +133,8 @@ def dbt_build(
                     context=context, target_path=target)
         finally:
             shutil.rmtree(target, ignore_errors=True)
+    if isinstance(result.exception, KeyboardInterrupt | dg.DagsterExecutionInterruptedError):
+        raise result.exception  # the run was terminated: dbt caught the interrupt, the step must not retry it
     if not result.success:
         window_text = f" for window {window}" if window else ""
         raise DbtBuildFailed(description=f"dbt build{window_text} failed:\n{_failures(result)}")
