@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-tools demo test lint ui live bench bench-live clean
+.PHONY: install system-tools demo test lint ui live bench bench-scheduled bench-live clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -38,6 +38,9 @@ live: install
 SCALE ?= small
 bench: install   # make bench SCALE=small (~1M messages, minutes) | SCALE=full (~10M messages)
 	$(BIN)/python bench/backfill.py --scale $(SCALE)
+
+bench-scheduled: install   # a scheduled hourly run from its tick to done: new process per run vs warm worker
+	$(BIN)/python bench/scheduled_run.py
 
 bench-live: install
 	$(BIN)/python bench/live_lag.py --minutes 3 --rate 2
