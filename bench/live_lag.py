@@ -44,6 +44,32 @@ def admin_url() -> str:
         return pgserver.get_server(REPO / ".botflow" / "pgdata", cleanup_mode=None).get_uri()
 
 
+def fresh_stack(prefix: str, **settings: str) -> tuple[str, list[str], Path]:
+    """Fresh source, warehouse and Dagster databases and a home folder, set in this process's environment
+    with `settings`; (the admin URL, the databases' names to drop afterwards, the home)."""
+    from dagster_project.core.settings import ensure_databases, with_database
+
+    admin = admin_url()
+    tag = uuid.uuid4().hex[:6]
+    names = {role: f"{prefix}_{role}_{tag}" for role in ("source", "warehouse", "dagster")}
+    ensure_databases(admin, names.values())
+    home = Path(tempfile.mkdtemp(prefix=f"botflow-{prefix}-"))
+    os.environ.update({
+        "BOTFLOW_SOURCE_URL": with_database(admin, names["source"]),
+        "BOTFLOW_WAREHOUSE_URL": with_database(admin, names["warehouse"]),
+        "BOTFLOW_DAGSTER_STORAGE_URL": with_database(admin, names["dagster"]),
+        "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
+        **settings,
+    })
+    return admin, list(names.values()), home
+
+
+def drop_databases(admin: str, names: list[str]) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0)
@@ -52,21 +78,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from dagster_project.cli.daemon import start_daemon, stop_daemon
-    from dagster_project.core.settings import Settings, ensure_databases, with_database
+    from dagster_project.core.settings import Settings
     from dagster_project.dev.simulate import Trickle
 
-    admin = admin_url()
-    tag = uuid.uuid4().hex[:6]
-    names = {role: f"bench_live_{role}_{tag}" for role in ("source", "warehouse", "dagster")}
-    ensure_databases(admin, names.values())
-    home = Path(tempfile.mkdtemp(prefix="botflow-live-bench-"))
-    os.environ.update({
-        "BOTFLOW_SOURCE_URL": with_database(admin, names["source"]),
-        "BOTFLOW_WAREHOUSE_URL": with_database(admin, names["warehouse"]),
-        "BOTFLOW_DAGSTER_STORAGE_URL": with_database(admin, names["dagster"]),
-        "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-        "BOTFLOW_LIVE_INTERVAL_SECONDS": str(args.interval),
-    })
+    admin, names, home = fresh_stack("bench_live", BOTFLOW_LIVE_INTERVAL_SECONDS=str(args.interval))
     settings = Settings.from_env()
     written: list[datetime] = []
     seen: dict[int, float] = {}
@@ -130,9 +145,7 @@ def main() -> int:
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "live_lag.json").write_text(json.dumps(result, indent=2) + "\n")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names.values():
-            conn.execute(f'drop database if exists "{name}" with (force)')
+    drop_databases(admin, names)
     return 0 if lags and len(lags) == len(written) else 1
 
 

@@ -20,9 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import admin_url  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import drop_databases, fresh_stack  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DAY = date(2026, 3, 2)
 
@@ -89,21 +87,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=4)
     args = parser.parse_args()
 
-    from dagster_project.core.settings import Settings, ensure_databases, with_database
+    from dagster_project.core.settings import Settings
     from dagster_project.dev.simulate import simulate
 
-    admin = admin_url()
-    tag = uuid.uuid4().hex[:6]
-    names = {role: f"bench_sched_{role}_{tag}" for role in ("source", "warehouse", "dagster")}
-    ensure_databases(admin, names.values())
-    home = Path(tempfile.mkdtemp(prefix="botflow-sched-bench-"))
-    os.environ.update({
-        "BOTFLOW_SOURCE_URL": with_database(admin, names["source"]),
-        "BOTFLOW_WAREHOUSE_URL": with_database(admin, names["warehouse"]),
-        "BOTFLOW_DAGSTER_STORAGE_URL": with_database(admin, names["dagster"]),
-        "BOTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-        "BOTFLOW_PARTITIONS_START": f"{DAY:%Y-%m-%d}",
-    })
+    admin, names, home = fresh_stack("bench_sched", BOTFLOW_PARTITIONS_START=f"{DAY:%Y-%m-%d}")
     try:
         with psycopg.connect(os.environ["BOTFLOW_SOURCE_URL"]) as conn:
             messages = simulate(conn, "public", DAY, 1, seed=7, conversations_per_day=args.conversations)
@@ -130,9 +117,7 @@ def main() -> int:
         (out / "scheduled_run.json").write_text(json.dumps(result, indent=2) + "\n")
         return 0
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            for name in names.values():
-                conn.execute(f'drop database if exists "{name}" with (force)')
+        drop_databases(admin, names)
 
 
 if __name__ == "__main__":
