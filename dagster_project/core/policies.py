@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 
 from dagster_project.core.settings import setting_number
 
 # 3 attempts in all (2 retries), waiting 10 s then 20 s
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+
+@contextmanager
+def interrupts_stop_the_step() -> Iterator[None]:
+    """A terminated run's interrupt fails the step for good. Dagster's retry policy retries an interrupted
+    step like any failure (10 s later), so a run terminated from the UI would go on and succeed."""
+    try:
+        yield
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+        raise dg.Failure(description="the run was terminated", allow_retries=False) from exc
+
 
 # One op per pool at a time across all runs (dagster.yaml: concurrency.pools.default_limit = 1),
 # so two runs never write the same tables at once.

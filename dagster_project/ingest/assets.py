@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from dagster_project.core.partitions import hourly_partitions
-from dagster_project.core.policies import POOL_RAW, RETRY_POLICY
+from dagster_project.core.policies import POOL_RAW, RETRY_POLICY, interrupts_stop_the_step
 from dagster_project.core.resources import SourceDatabase, WarehouseDatabase
 from dagster_project.core.run_process import record_run_process
 from dagster_project.core.window import Window
@@ -47,7 +47,7 @@ def raw_ingestion(context: dg.AssetExecutionContext, source: SourceDatabase, war
     record_run_process(context)
     window = Window.of(context)
     context.log.info(f"ingesting {window} from schema {source.schema_name}")
-    with source.connect() as src, warehouse.connect() as wh:
+    with interrupts_stop_the_step(), source.connect() as src, warehouse.connect() as wh:
         try:
             check_source_tables(src, source.schema_name)
         except SourceError as exc:  # a setting to fix: retrying cannot help

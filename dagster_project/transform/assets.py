@@ -15,7 +15,13 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 
 from dagster_project.core.partitions import daily_partitions, hourly_partitions
-from dagster_project.core.policies import POOL_DBT_DAILY, POOL_DBT_HOURLY, POOL_DBT_VIEWS, RETRY_POLICY
+from dagster_project.core.policies import (
+    POOL_DBT_DAILY,
+    POOL_DBT_HOURLY,
+    POOL_DBT_VIEWS,
+    RETRY_POLICY,
+    interrupts_stop_the_step,
+)
 from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.run_process import record_run_process
 from dagster_project.core.window import Window
@@ -77,7 +83,8 @@ TRANSLATOR = BotflowDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_c
 def run_dbt(context: dg.AssetExecutionContext, args: list[str], window: Window | None = None) -> Iterator[Any]:
     """`dbt build` of the step's models over `window` (none: all of history), in this process."""
     record_run_process(context)
-    yield from dbt_build(context, Path(dbt_project.project_dir), MANIFEST_JSON, TRANSLATOR, args, window)
+    with interrupts_stop_the_step():
+        yield from dbt_build(context, Path(dbt_project.project_dir), MANIFEST_JSON, TRANSLATOR, args, window)
 
 
 @dbt_assets(
