@@ -76,6 +76,23 @@ def job_pools(job: dg.JobDefinition) -> list[str]:
     return sorted({node.definition.pool for node in job.graph.nodes if getattr(node.definition, "pool", None)})
 
 
+def ensure_pool_limits(instance: dg.DagsterInstance, pools: list[str], attempts: int = 5) -> None:
+    """Create the pools' limits before a step claims a slot. Dagster creates a pool's limit at its first
+    claim, and two processes doing so at once on PostgreSQL fail one run (its insert's IntegrityError
+    aborts the transaction in which it then tries an update); here the loser simply tries again."""
+    storage = instance.event_log_storage
+    for pool in pools:
+        for attempt in range(attempts):
+            try:
+                if pool not in storage.get_concurrency_keys():  # on an existing limit the call fails likewise
+                    storage.initialize_concurrency_limit_to_default(pool)
+                break
+            except Exception:  # noqa: BLE001  (the concurrent insert won: the limit exists now)
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+
+
 def _holders(instance: dg.DagsterInstance, pool: str) -> list[str] | None:
     """The runs holding every slot of `pool`, or None when a slot is free."""
     info = instance.event_log_storage.get_concurrency_info(pool)
@@ -103,6 +120,7 @@ def wait_for_pools(instance: dg.DagsterInstance, job: dg.JobDefinition, progress
     Sleeps between looks (no busy loop); Ctrl-C (KeyboardInterrupt) stops it."""
     began = time.monotonic()
     reported = -report_every
+    ensure_pool_limits(instance, job_pools(job))
     while True:
         fail_dead_runs(instance, progress)
         busy = {pool: holders for pool in job_pools(job) if (holders := _holders(instance, pool))}
