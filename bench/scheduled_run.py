@@ -57,6 +57,7 @@ def wait_done(instance, before: set[str], timeout: float = 300):
 def measure(settings, home: Path, warm: bool, repeat: int) -> list[dict]:
     import dagster as dg
 
+    from dagster_project.automation.warm_launcher import WORKER_PID_TAG
     from dagster_project.cli.daemon import start_daemon, stop_daemon
 
     os.environ["BOTFLOW_WARM_RUNS"] = "1" if warm else "0"
@@ -74,7 +75,7 @@ def measure(settings, home: Path, warm: bool, repeat: int) -> list[dict]:
                 rows.append({"created_to_started_s": round(record.start_time - created, 2),
                              "started_to_finished_s": round(record.end_time - record.start_time, 2),
                              "created_to_finished_s": round(record.end_time - created, 2),
-                             "forked_warm": "botflow/warm_worker_child" in run.tags})
+                             "forked_warm": WORKER_PID_TAG in run.tags})
                 print(f"  {'warm' if warm else 'cold'} run {i + 1}: {rows[-1]}", flush=True)
     finally:
         stop_daemon(daemon)
@@ -111,7 +112,7 @@ def main() -> int:
             "new_process_per_run": {key: median(cold, key) for key in keys} | {"runs": cold},
             "warm_worker": {key: median(warm[1:], key) for key in keys} | {"first_run": warm[0], "runs": warm[1:]},
         }
-        print(json.dumps({k: v for k, v in result.items()}, indent=2))
+        print(json.dumps(result, indent=2))
         out = REPO / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         (out / "scheduled_run.json").write_text(json.dumps(result, indent=2) + "\n")

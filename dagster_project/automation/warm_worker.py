@@ -126,12 +126,12 @@ def _reap() -> None:
 def serve(socket_path: str, origin_json: str) -> None:
     root = Path.cwd()
     parent = os.getppid()
+    fingerprint = code_fingerprint(root)  # before the warm-up: a file changed while it loads makes it stale
     try:
         warm_up(origin_json)
     except Exception as exc:  # noqa: BLE001  (one line; the launcher starts runs the ordinary way, and a new worker)
         sys.exit(f"warm run worker: the code location did not load ({type(exc).__name__}: {exc}); "
                  "its runs start in new processes")
-    fingerprint = code_fingerprint(root)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     Path(socket_path).unlink(missing_ok=True)
     server.bind(socket_path + ".tmp")

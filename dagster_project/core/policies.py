@@ -13,7 +13,6 @@ from dagster_project.core.settings import setting_number
 RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 
-
 @contextmanager
 def interrupts_stop_the_step() -> Iterator[None]:
     """A terminated run's interrupt fails the step for good. Dagster's retry policy retries an interrupted
