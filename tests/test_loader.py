@@ -169,3 +169,41 @@ def test_a_load_analyzes_the_raw_tables_it_grew_by_a_tenth(source_and_warehouse)
     assert estimates["api_events"] == -1  # nothing loaded: left alone
     assert analyze_grown_tables(wh, {"messages": 0, "conversations": 0}) == []
     assert analyze_grown_tables(wh, {"messages": 1}) == ["messages"]  # 1 > 10% of 2
+
+
+def stale_hours(wh: psycopg.Connection) -> list[datetime]:
+    hours = [row[0] for row in wh.execute("select hour from raw.stale_hours order by hour")]
+    wh.commit()
+    return hours
+
+
+def test_a_conversation_that_leaves_or_changes_marks_the_hours_that_counted_it(source_and_warehouse):
+    """Its end, handoff and message hours outside the window count the old version until rebuilt."""
+    src, wh = source_and_warehouse
+    gone, moved = uuid.UUID(int=11), uuid.UUID(int=12)
+    at = {n: HOUR + timedelta(hours=n, minutes=30) for n in range(8)}
+    src.execute("update conversations set status = 'resolved', ended_at = %s where id = %s", (at[3], gone))
+    src.execute("insert into messages (id, conversation_id, direction, created_at) values (%s, %s, 'inbound', %s)",
+                (uuid.UUID(int=23), gone, at[2]))
+    src.execute("update conversations set status = 'resolved', ended_at = %s, handoff_at = %s where id = %s",
+                (at[1], at[1], moved))
+    src.commit()
+    for hour in (0, 1, 2, 3):
+        load(src, wh, HOUR + timedelta(hours=hour))
+    assert stale_hours(wh) == []  # a clean build marks nothing
+    # the app deletes a conversation; its later message hour is loaded again first (a change capture run)
+    src.execute("delete from messages where conversation_id = %s", (gone,))
+    src.execute("delete from conversations where id = %s", (gone,))
+    src.execute("update conversations set ended_at = %s, updated_at = updated_at + interval '1 second' "
+                "where id = %s", (at[6], moved))
+    src.commit()
+    load(src, wh, HOUR + timedelta(hours=2))
+    assert stale_hours(wh) == []
+    load(src, wh, HOUR)  # then its start hour
+    # the deleted one's end (3) and the moved end's old (1) and new (6) hours; its handoff (1) stayed
+    assert stale_hours(wh) == [HOUR + timedelta(hours=n) for n in (1, 3, 6)]
+    load(src, wh, HOUR)  # the same window again: raw holds the newest versions now
+    wh.execute("delete from raw.stale_hours")
+    wh.commit()
+    load(src, wh, HOUR)
+    assert stale_hours(wh) == []

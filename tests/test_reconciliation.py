@@ -5,7 +5,8 @@ daemon running and nobody touching it.
 
 A built window, then changes that leave no trace in `updated_at` past change capture's mark: rows
 deleted from the source, a late row stamped months behind the mark (an import, a slow clock), a reused
-id whose newer version is stamped behind the mark too, and a bot's default-model change. Change
+id whose newer version is stamped behind the mark too, a conversation's end moved to a later hour,
+and a bot's default-model change. Change
 capture alone requests nothing and the marts are wrong; after one reconciliation, change capture's
 requests (run as the daemon would) leave marts equal to the pandas oracle, and a second
 reconciliation finds nothing.
@@ -96,13 +97,18 @@ def change_the_source_behind_the_mark(scenario) -> dict[str, object]:
                      "llm_model, prompt_tokens, completion_tokens, updated_at) select id, conversation_id, direction, "
                      "created_at + interval '3 hours', 4321, 'fallback', null, 111, 222, %s from messages "
                      "where id = %s", (max(updated, behind) + timedelta(seconds=1), reused))
+        # a conversation's end moves 3 hours later (an hour no message of it is in), stamped behind the mark
+        ended = conn.execute("select id from conversations where started_at::date = '2026-06-02' and status = "
+                             "'resolved' and ended_at < '2026-06-02 18:00+00' order by id limit 1").fetchone()[0]
+        conn.execute("update conversations set ended_at = ended_at + interval '3 hours', "
+                     "updated_at = greatest(updated_at, %s) + interval '1 second' where id = %s", (behind, ended))
         # a bot's default model changes (bots are not change-captured; every load syncs them)
         bot = conn.execute("select b.id from bots b join conversations c on c.bot_id = b.id join messages m on "
                            "m.conversation_id = c.id where m.direction = 'outbound' and m.llm_model is null "
                            "and b.llm_model <> 'gpt-4o' group by b.id order by count(*) desc limit 1").fetchone()[0]
         conn.execute("update bots set llm_model = 'gpt-4o', updated_at = now() where id = %s", (bot,))
         conn.commit()
-    return {"conversation": gone_conv, "reply": gone_reply, "reused": reused}
+    return {"conversation": gone_conv, "reply": gone_reply, "reused": reused, "ended": ended}
 
 
 def test_a_clean_build_reconciles(built, dagster_instance):

@@ -229,6 +229,7 @@ def load_window(
         validate(warehouse, params)
         wh.execute(CLEAR_STALE, params)
         wh.execute(STALE_BY_BOT_MODEL, params)
+        wh.execute(rules.STALE_BY_CHANGED_CONVERSATIONS, params)
         for table, statement in rules.LOAD:
             wh.execute(statement, params)
             if table:

@@ -6,9 +6,10 @@ app server with a slow clock, an import or a replay), anything a failed or skipp
 Every load records, per source table and hour, the number of rows it read and a checksum of their ids
 and `updated_at` (ingest/checksums.py). This asset computes the same figures on the source as it is
 now, for the hours loaded in the last BOTFLOW_RECONCILE_DAYS days (default 30), and writes every hour
-that differs to `raw.stale_hours` (with the hours of the messages of a changed hour's conversations,
-whose replies name that conversation). Change capture requests those hours, as range runs; their
-next load clears them. Each reconciliation is recorded in `raw.reconciliation_log`.
+that differs to `raw.stale_hours`. Change capture requests those hours, as range runs; their next
+load clears them, and marks the other hours a changed or deleted conversation of theirs counts in
+(its end, handoff and messages: rules.STALE_BY_CHANGED_CONVERSATIONS). Each reconciliation is
+recorded in `raw.reconciliation_log`.
 """
 
 
@@ -66,23 +67,13 @@ select hour, reason, 'reconciliation', %(run_id)s
 from unnest(%(hours)s::timestamptz[], %(reasons)s::text[]) as d (hour, reason)
 on conflict (hour) do nothing
 """
-# a changed conversation's replies may lie in later hours: they are stale with it
-HOURS_OF_CONVERSATIONS_STARTED = """
-select distinct date_trunc('hour', m.created_at, 'UTC')
-from raw.conversations c join raw.messages m on m.conversation_id = c.id
-where c.started_at >= %(hour)s and c.started_at < %(hour)s + interval '1 hour'
-"""
-
-
 def mark_stale(warehouse: psycopg.Connection, drift: list[Drift], run_id: str,
                lo: datetime, hi: datetime, compared: int) -> dict[datetime, str]:
-    """Write the drifted hours (and their conversations' message hours) to raw.stale_hours; log the check."""
+    """Write the drifted hours to raw.stale_hours; log the check. (Reloading a drifted hour marks the
+    other hours its changed conversations count in: rules.STALE_BY_CHANGED_CONVERSATIONS.)"""
     stale: dict[datetime, str] = {}
     for d in drift:
         stale.setdefault(d.hour, d.reason)
-        if d.source_table == "conversations":
-            for (hour,) in warehouse.execute(HOURS_OF_CONVERSATIONS_STARTED, {"hour": d.hour}):
-                stale.setdefault(hour, f"{d.reason}, in a conversation of {d.hour:%Y-%m-%d %H:00}")
     if stale:
         hours = sorted(stale)
         warehouse.execute(MARK_STALE, {"hours": hours, "reasons": [stale[h] for h in hours], "run_id": run_id})

@@ -308,6 +308,41 @@ LOAD = [
 ]
 REPLACE_VERSIONS = {table: _replace_versions(table) for table in RAW_VALUES}
 
+# the landed version replaces raw's (as in _replace_versions): newer updated_at, then the larger hash
+_CONVERSATION_WINS = (f"(coalesce(v.updated_ts, '-infinity'), {version('conversations', 'v')}) > "
+                      f"({_updated('conversations', 'r', parsed=True)}, coalesce(r._version, -9223372036854775808))")
+# A conversation counts in the hours of its start, end and handoff, and its messages in theirs (their
+# bot and organization are the conversation's). When this window's load removes a conversation from
+# the raw layer (deleted from the source, moved to another window, rejected now) or replaces it with
+# a newer version, those hours outside the window still count the old version: they are stale. Runs
+# before LOAD, while raw still holds the old versions. (Reconciliation reloads a deleted conversation's
+# start hour; its end may lie in an hour no message of it is in, or one already reloaded.)
+STALE_BY_CHANGED_CONVERSATIONS = f"""
+with affected as (
+  select r.id, array[r.started_at, r.ended_at, r.handoff_at] as times, true as with_messages
+  from raw.conversations r
+  where ((r.started_at >= %(lo)s and r.started_at < %(hi)s)
+         or r.id = any(array(select id from v_conversations where rejected_by is not null)))
+    and not exists (select 1 from v_conversations v where v.id = r.id and v.rejected_by is null)
+  union all
+  select r.id, array[r.started_at, r.ended_at, r.handoff_at, v.started_ts, v.ended_ts, v.handoff_ts],
+    (r.bot_id, r.organization_id) is distinct from (v.bot_id, v.organization_id)
+  from v_conversations v join raw.conversations r on r.id = v.id
+  where v.rejected_by is null and r._version is distinct from {version('conversations', 'v')}
+    and {_CONVERSATION_WINS}
+)
+insert into raw.stale_hours (hour, reason, found_by, run_id)
+select distinct h.hour, 'a conversation changed or left the raw layer', 'load', %(run_id)s
+from affected a
+cross join lateral (
+  select date_trunc('hour', t, 'UTC') from unnest(a.times) t
+  union
+  select date_trunc('hour', m.created_at, 'UTC') from raw.messages m where a.with_messages and m.conversation_id = a.id
+) h (hour)
+where h.hour is not null and not (h.hour >= %(lo)s and h.hour < %(hi)s)
+on conflict (hour) do nothing
+"""
+
 _IN_WINDOW = "{ts} >= %(lo)s and {ts} < %(hi)s"
 # the superseded versions this window answers for: its own, those swept up (no or a future event
 # time), and those of bots and organizations (landed by every window, recorded with no partition)
