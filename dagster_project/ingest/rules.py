@@ -328,7 +328,9 @@ with affected as (
   select r.id, array[r.started_at, r.ended_at, r.handoff_at, v.started_ts, v.ended_ts, v.handoff_ts],
     (r.bot_id, r.organization_id) is distinct from (v.bot_id, v.organization_id)
   from v_conversations v join raw.conversations r on r.id = v.id
-  where v.rejected_by is null and r._version is distinct from {version('conversations', 'v')}
+  -- the window's ids probe the primary key (a join could scan all of raw)
+  where r.id = any(array(select id from v_conversations where rejected_by is null))
+    and v.rejected_by is null and r._version is distinct from {version('conversations', 'v')}
     and {_CONVERSATION_WINS}
 )
 insert into raw.stale_hours (hour, reason, found_by, run_id)
