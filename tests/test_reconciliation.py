@@ -6,10 +6,9 @@ daemon running and nobody touching it.
 A built window, then changes that leave no trace in `updated_at` past change capture's mark: rows
 deleted from the source, a late row stamped months behind the mark (an import, a slow clock), a reused
 id whose newer version is stamped behind the mark too, a conversation's end moved to a later hour,
-and a bot's default-model change. Change
-capture alone requests nothing and the marts are wrong; after one reconciliation, change capture's
-requests (run as the daemon would) leave marts equal to the pandas oracle, and a second
-reconciliation finds nothing.
+and a bot's default-model change. Change capture alone requests nothing and the marts are wrong;
+after one reconciliation, change capture's requests (run as the daemon would) leave marts equal to
+the pandas oracle, and a second reconciliation finds nothing.
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ def change_the_source_behind_the_mark(scenario) -> dict[str, object]:
                            "and b.llm_model <> 'gpt-4o' group by b.id order by count(*) desc limit 1").fetchone()[0]
         conn.execute("update bots set llm_model = 'gpt-4o', updated_at = now() where id = %s", (bot,))
         conn.commit()
-    return {"conversation": gone_conv, "reply": gone_reply, "reused": reused, "ended": ended}
+    return {"conversation": gone_conv, "reply": gone_reply, "reused": reused}
 
 
 def test_a_clean_build_reconciles(built, dagster_instance):

@@ -79,6 +79,13 @@ def _updated(table: str, alias: str, *, parsed: bool = False) -> str:
     return f"coalesce({value}, '-infinity')"
 
 
+def _wins_over_raw(table: str, updated: str, row_version: str) -> str:
+    """A landed version (`updated`: its updated_at for ordering, as _updated gives it; its version hash)
+    replaces raw's row `r`: newer updated_at, then the larger hash; a raw row without a hash loses ties."""
+    return (f"({updated}, {row_version}) > "
+            f"({_updated(table, 'r', parsed=True)}, coalesce(r._version, -9223372036854775808))")
+
+
 def _supersede(table: str) -> str:
     event = f"l.{EVENT_TIME[table]}" if table in EVENT_TIME else "null::text"
     return f"""
@@ -242,8 +249,7 @@ def _replace_versions(table: str) -> str:
     """
     values = RAW_VALUES[table]
     event = EVENT_TIME[table]
-    wins = (f"({_updated(table, 'i', parsed=True)}, i._version) > "
-            f"({_updated(table, 'r', parsed=True)}, coalesce(r._version, -9223372036854775808))")
+    wins = _wins_over_raw(table, _updated(table, "i", parsed=True), "i._version")
     return f"""
     with incoming as (
       select {', '.join(f'{expr} as {col}' for col, expr in values.items())}, {version(table, 'v')} as _version,
@@ -308,15 +314,14 @@ LOAD = [
 ]
 REPLACE_VERSIONS = {table: _replace_versions(table) for table in RAW_VALUES}
 
-# the landed version replaces raw's (as in _replace_versions): newer updated_at, then the larger hash
-_CONVERSATION_WINS = (f"(coalesce(v.updated_ts, '-infinity'), {version('conversations', 'v')}) > "
-                      f"({_updated('conversations', 'r', parsed=True)}, coalesce(r._version, -9223372036854775808))")
 # A conversation counts in the hours of its start, end and handoff, and its messages in theirs (their
 # bot and organization are the conversation's). When this window's load removes a conversation from
 # the raw layer (deleted from the source, moved to another window, rejected now) or replaces it with
 # a newer version, those hours outside the window still count the old version: they are stale. Runs
 # before LOAD, while raw still holds the old versions. (Reconciliation reloads a deleted conversation's
 # start hour; its end may lie in an hour no message of it is in, or one already reloaded.)
+_LANDED_CONVERSATION_WINS = _wins_over_raw("conversations", "coalesce(v.updated_ts, '-infinity')",
+                                           version("conversations", "v"))
 STALE_BY_CHANGED_CONVERSATIONS = f"""
 with affected as (
   select r.id, array[r.started_at, r.ended_at, r.handoff_at] as times, true as with_messages
@@ -330,8 +335,7 @@ with affected as (
   from v_conversations v join raw.conversations r on r.id = v.id
   -- the window's ids probe the primary key (a join could scan all of raw)
   where r.id = any(array(select id from v_conversations where rejected_by is null))
-    and v.rejected_by is null and r._version is distinct from {version('conversations', 'v')}
-    and {_CONVERSATION_WINS}
+    and v.rejected_by is null and {_LANDED_CONVERSATION_WINS}
 )
 insert into raw.stale_hours (hour, reason, found_by, run_id)
 select distinct h.hour, 'a conversation changed or left the raw layer', 'load', %(run_id)s
