@@ -8,7 +8,8 @@ The model (docs/tenant-isolation.md):
   (every row: the Superset admin connection). `security.isolate(table)` is the one way a table gets
   both; dbt calls it after each mart build and the live layer after creating its tables. A table it
   was not called on is readable by neither role: closed, not open.
-- The views of `marts` (dim_bots, dim_organizations) filter with `security.organization_visible()`.
+- The views of `marts` (dim_bots, dim_organizations) filter with the policies' predicate, written out
+  (dbt's `tenant_filter()`): `isolate()` refuses a view without it.
 - Tenant logins (one per Superset user, made by `botflow superset grant`) are members of
   `botflow_tenant`; they cannot become another role, and `current_user` decides what they see, so no
   session setting they can change widens it.
@@ -33,13 +34,19 @@ ALL_ORGANIZATIONS_ROLE = "botflow_all_organizations"
 SCOPED_ROLE = "botflow_scoped_reader"
 SCOPE_SETTING = "botflow.organization_id"
 ISOLATED_SCHEMAS = ("marts", "live")
-TENANCY_VERSION = "botflow tenancy 1"  # the schema comment: DDL re-run only when this changes
+TENANCY_VERSION = "botflow tenancy 2"  # the schema comment: DDL re-run only when this changes
 
-# A policy predicate: scalar sub-selects so that both functions run once per query (an InitPlan), not
-# once per row, and an index on organization_id still serves `= any(...)`.
+# The predicate of every policy and view: scalar sub-selects so that both functions run once per query (an
+# InitPlan), not once per row, and an index on organization_id still serves `= any(...)`. dbt's
+# tenant_filter() macro writes the same text for the dim views (tests compare the two).
 def tenant_predicate(column: str) -> str:
-    return (f"(select security.sees_all_organizations()) "
-            f"or {column} = any ((select security.visible_organizations())::uuid[])")
+    return (f"((select security.sees_all_organizations()) "
+            f"or {column} = any ((select security.visible_organizations())::uuid[]))")
+
+
+# How isolate() recognises that predicate in a view, as pg_get_viewdef prints it.
+VIEW_FILTER = (r"\(\s*SELECT security\.sees_all_organizations\(\).*"
+               r"= ANY \(\(\s*SELECT security\.visible_organizations\(\)")
 
 # Functions that run SQL given as text, or read a table, schema or database named in an argument, with
 # the caller's rights. Found by tests/test_tenant_isolation.py::test_no_function_runs_sql_text_for_a_tenant,
@@ -112,18 +119,21 @@ language sql stable parallel safe as $fn$
   end
 $fn$;
 
--- for views (a handful of rows: dims); tables use the policy below
+-- Views built before tenancy 2 called this per row (a function with sub-selects is never inlined, so a
+-- dim view joined to a fact was re-filtered for every fact row); views now write the predicate out.
 create or replace function security.organization_visible(p_organization_id uuid) returns boolean
 language sql stable parallel safe as $fn$
   select {tenant_predicate("p_organization_id")}
 $fn$;
+comment on function security.organization_visible(uuid) is
+  'Kept for views built before tenancy 2; views filter with the predicate written out (VIEW_FILTER).';
 
 create or replace function security.isolate(p_table regclass) returns void
 language plpgsql as $fn$
 begin
   if (select relkind from pg_class where oid = p_table) = 'v' then
-    if pg_get_viewdef(p_table) !~ 'organization_visible\\(' then
-      raise exception 'view % does not filter with security.organization_visible(organization_id)', p_table;
+    if pg_get_viewdef(p_table) !~ '{VIEW_FILTER}' then
+      raise exception 'view % does not filter with the tenant predicate (dbt: tenant_filter())', p_table;
     end if;
     execute format('alter view %s set (security_barrier = true)', p_table);
     execute format('grant select on %s to {TENANT_ROLE}, {ALL_ORGANIZATIONS_ROLE}', p_table);
@@ -143,7 +153,7 @@ begin
 end $fn$;
 comment on function security.isolate(regclass) is
   'Row-level security with the tenant_isolation policy, and SELECT for the tenant roles: the one way a '
-  'table becomes readable by them. A view must filter with security.organization_visible(organization_id).';
+  'table becomes readable by them. A view must filter with the tenant predicate (dbt: tenant_filter()).';
 
 grant usage on schema security to {TENANT_ROLE}, {ALL_ORGANIZATIONS_ROLE};
 grant select on security.tenant_access to {TENANT_ROLE}, {ALL_ORGANIZATIONS_ROLE};

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import psycopg
 
+from dagster_project.core.tenancy import tenant_predicate
 from dagster_project.serve.reports.data import KPI_FIELDS, ReportData
 
 REPORTS_DDL = """
@@ -35,8 +36,8 @@ with attributed as (
 )
 select partition_hour, source_table, rule, organization_id
 from attributed
-where security.organization_visible(case when organization_id ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
-                                         then organization_id::uuid end);
+where """ + tenant_predicate(
+    "case when organization_id ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$' then organization_id::uuid end") + """;
 grant usage on schema reports to botflow_scoped_reader;
 grant select on reports.quarantine_by_organization to botflow_scoped_reader;
 """
