@@ -21,9 +21,14 @@ class SupersetApi:
     def __init__(self, url: str, username: str, password: str, timeout: float = 120):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._credentials = (username, password)
+        self._login()
+
+    def _login(self) -> None:
+        username, password = self._credentials
         self.session = requests.Session()
         try:
-            login = self.session.post(f"{self.url}/api/v1/security/login", timeout=timeout, json={
+            login = self.session.post(f"{self.url}/api/v1/security/login", timeout=self.timeout, json={
                 "username": username, "password": password, "provider": "db", "refresh": True})
         except requests.ConnectionError as exc:
             raise SupersetError(f"Superset does not answer on {self.url}: run `botflow superset up`") from exc
@@ -36,6 +41,9 @@ class SupersetApi:
 
     def request(self, method: str, path: str, **kwargs) -> dict[str, Any]:
         response = self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
+        if response.status_code == 401 and "expired" in response.text:  # access tokens last 15 minutes
+            self._login()
+            response = self.session.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
         if response.status_code >= 400:
             raise SupersetError(f"{method} {path} -> {response.status_code}: {response.text[:600]}")
         return response.json() if response.content else {}
