@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import resource
@@ -30,7 +29,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import admin_url  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import admin_url, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 SCALES = {  # days x conversations per day (~8.8 messages per conversation: ~330k messages per day)
     "small": (3, 37_500),
@@ -364,9 +363,7 @@ def main() -> int:
         "pandas (window) / floor": round(results["pandas_window_s"] / floor_med, 2),
     }
     print_table(results)
-    out = REPO / "bench" / "results" / f"backfill-{args.scale}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out = write_result(f"backfill-{args.scale}", results)
     print(f"\nwritten to {out.relative_to(REPO)}")
     return 0
 

@@ -64,6 +64,14 @@ def fresh_stack(prefix: str, **settings: str) -> tuple[str, list[str], Path]:
     return admin, list(names.values()), home
 
 
+def write_result(name: str, result: dict) -> Path:
+    """bench/results/<name>.json (dates and the like as text); returns its path."""
+    out = REPO / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return out
+
+
 def drop_databases(admin: str, names: list[str]) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         for name in names:
@@ -142,9 +150,7 @@ def main() -> int:
         "request_to_start_p50_s": round(statistics.median(queue_waits), 2) if queue_waits else None,
     }
     print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "live_lag.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("live_lag", result)
     drop_databases(admin, names)
     return 0 if lags and len(lags) == len(written) else 1
 

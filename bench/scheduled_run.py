@@ -29,7 +29,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import drop_databases, fresh_stack  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import drop_databases, fresh_stack, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DAY = date(2026, 3, 2)
 
@@ -113,9 +113,7 @@ def main() -> int:
             "warm_worker": {key: median(warm[1:], key) for key in keys} | {"first_run": warm[0], "runs": warm[1:]},
         }
         print(json.dumps(result, indent=2))
-        out = REPO / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "scheduled_run.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result("scheduled_run", result)
         return 0
     finally:
         drop_databases(admin, names)

@@ -48,7 +48,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import drop_databases, fresh_stack  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import drop_databases, fresh_stack, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DAY = date(2026, 3, 2)
 SEED = 7
@@ -395,9 +395,7 @@ def main() -> int:
             "botflow_run": cli, "ui_backfill": ui,
         }
         print(json.dumps(result, indent=2))
-        out = REPO / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ui_backfill.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_result("ui_backfill", result)
         return 0
     finally:
         drop_databases(admin, names)
