@@ -11,8 +11,8 @@ set to "Last month", as an admin (no row-level filter) and as one organization's
 applied): `force: true` (Superset's cache bypassed: the SQL runs) `--repeat` times, then from the cache
 (on for the bench, 1 hour; off by default in BotFlow).
 For each chart the SQL Superset sent is also timed on PostgreSQL alone (EXPLAIN ANALYZE's execution
-time, as the warehouse's owner for the admin and as the analyst's login), which splits the database's share from
-Superset's.
+time, as the warehouse's owner for the admin and as the analyst's login), which splits the database's
+share from Superset's.
 The seed's three SQL functions are timed over the whole window too, for the busiest bot and organization.
 Writes bench/results/chart_latency.json and drops its databases (`--keep` leaves them).
 """
@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -35,16 +34,10 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import drop_databases, fresh_stack, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import drop_databases, free_port, fresh_stack, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DASHBOARDS = ("bot-performance", "usage", "live")
 TIME_RANGE = "Last month"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def say(line: str) -> None:
@@ -89,7 +82,7 @@ def database_seconds(warehouse_url: str, query: str, login: str | None = None) -
     return plan[0]["Execution Time"] / 1000
 
 
-def function_seconds(warehouse_url: str, start, end, repeat: int) -> dict:
+def function_seconds(warehouse_url: str, start: date, end: date, repeat: int) -> dict:
     """The seed's three SQL functions (marts.*) over the whole window, for the bot and the organization with
     the most replies: wall seconds of each call from this client, `repeat` times."""
     with psycopg.connect(warehouse_url, autocommit=True) as conn:

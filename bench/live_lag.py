@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -70,6 +72,19 @@ def write_result(name: str, result: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def submit(job: str, tags: dict[str, str] | None = None) -> None:
+    """Queue a run as a schedule's tick does (`dagster job launch` through the instance's run coordinator)."""
+    subprocess.run([str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(REPO / "workspace.yaml"),
+                    "--location", "botflow", "-j", job, *(["--tags", json.dumps(tags)] if tags else [])],
+                   cwd=REPO, check=True, capture_output=True, text=True)
 
 
 def drop_databases(admin: str, names: list[str]) -> None:

@@ -29,16 +29,9 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import drop_databases, fresh_stack, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import drop_databases, fresh_stack, submit, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DAY = date(2026, 3, 2)
-
-
-def submit(job: str, partition: str) -> None:
-    """Queue a run as a schedule's tick does (`dagster job launch` through the instance's run coordinator)."""
-    subprocess.run([str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(REPO / "workspace.yaml"),
-                    "--location", "botflow", "-j", job, "--tags", json.dumps({"dagster/partition": partition})],
-                   cwd=REPO, check=True, capture_output=True, text=True)
 
 
 def wait_done(instance, before: set[str], timeout: float = 300):
@@ -67,7 +60,7 @@ def measure(settings, home: Path, warm: bool, repeat: int) -> list[dict]:
         with dg.DagsterInstance.get() as instance:
             for i in range(repeat):
                 before = {r.run_id for r in instance.get_runs()}
-                submit("hourly_partition_job", f"{DAY:%Y-%m-%d}-{10 + i:02d}:00")
+                submit("hourly_partition_job", {"dagster/partition": f"{DAY:%Y-%m-%d}-{10 + i:02d}:00"})
                 record = wait_done(instance, before)
                 run = record.dagster_run
                 assert run.status == dg.DagsterRunStatus.SUCCESS, f"run {run.run_id} {run.status}"

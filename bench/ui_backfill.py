@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from live_lag import drop_databases, fresh_stack, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
+from live_lag import drop_databases, free_port, fresh_stack, submit, write_result  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 DAY = date(2026, 3, 2)
 SEED = 7
@@ -167,12 +166,6 @@ def measure_cli(start: date, end: date) -> dict[str, Any]:
 # path 2: the UI
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None, timeout: float = 120) -> dict[str, Any]:
     """POST /graphql as the UI's Apollo client does; the `data`, or SystemExit with the errors."""
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -280,9 +273,7 @@ def warm_up(instance: Any) -> None:
     import dagster as dg
 
     before = {r.run_id for r in instance.get_runs()}
-    subprocess.run([str(Path(sys.executable).with_name("dagster")), "job", "launch", "-w", str(REPO / "workspace.yaml"),
-                    "--location", "botflow", "-j", "dbt_views_job"],
-                   cwd=REPO, check=True, capture_output=True, text=True)
+    submit("dbt_views_job")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         runs = [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="dbt_views_job")) if r.run_id not in before]

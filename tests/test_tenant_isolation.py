@@ -390,7 +390,6 @@ def test_a_dashboard_dataset_checks_the_tenant_once_per_query_not_per_row(wareho
     """A dim view joined to a fact is re-scanned per fact row when the planner nests the join: a tenant filter
     that calls a function there runs per fact row and bot (1.3 s for 3,000 replies, bench/chart_latency.py).
     The policies' and views' predicate asks who the tenant is in sub-selects, once per query."""
-    from dagster_project.serve.reports.store import ensure_reports_schema
     from dagster_project.serve.superset.bundle import load_spec
 
     scenario, orgs, *_ = warehouse
@@ -411,16 +410,18 @@ def test_a_dashboard_dataset_checks_the_tenant_once_per_query_not_per_row(wareho
         replies = f"select distinct organization_id from ({datasets['bot_replies']['sql']}) d"
         assert {r[0] for r in conn.execute(replies)} == {orgs[0]}
         conn.execute("reset role")
-    with scenario.warehouse() as conn:  # the reports' quarantine view filters with the same predicate
-        ensure_reports_schema(conn)
-        view = conn.execute("select pg_get_viewdef('reports.quarantine_by_organization'::regclass)").fetchone()[0]
-        assert re.search(tenancy.VIEW_FILTER, view, re.S) and "organization_visible" not in view
 
 
 def test_the_views_filter_is_the_policies_predicate(warehouse):
-    """dbt's tenant_filter() writes out core/tenancy.tenant_predicate: one predicate, printed alike."""
+    """dbt's tenant_filter() writes out core/tenancy.tenant_predicate: one predicate, printed alike; the reports'
+    quarantine view filters with it too."""
+    from dagster_project.serve.reports.store import ensure_reports_schema
+
     scenario, *_ = warehouse
     with scenario.warehouse() as conn:
+        ensure_reports_schema(conn)
+        view = conn.execute("select pg_get_viewdef('reports.quarantine_by_organization'::regclass)").fetchone()[0]
+        assert re.search(tenancy.VIEW_FILTER, view, re.S) and "organization_visible" not in view
         policy = conn.execute("select pg_get_expr(polqual, polrelid) from pg_policy "
                               "where polrelid = 'marts.fct_bot_replies'::regclass").fetchone()[0]
         view = conn.execute("select pg_get_viewdef('marts.dim_organizations'::regclass)").fetchone()[0]
