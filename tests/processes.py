@@ -87,11 +87,20 @@ class Process:
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.dump_stacks()
             self.kill()
-            raise AssertionError(f"still running after {timeout}s:\n" + "\n".join(self.lines)) from None
+            raise AssertionError(f"still running after {timeout}s:\n" + self.output) from None
         while (line := self._queue.get(timeout=10)) is not None:
             self.lines.append(line)
         return code
+
+    def dump_stacks(self) -> None:
+        """Ask a hung `botflow` for every thread's stack (faulthandler on SIGUSR1), into its output."""
+        try:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            time.sleep(2)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import signal
 import sys
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM stops a command as Ctrl-C does: a waiting run stops waiting, a running one is left for
     # the next command to fail and free (dagster_project/automation/healing.py)
     signal.signal(signal.SIGTERM, _interrupt)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr (what a hung command is doing) and goes on
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError) as exc:
