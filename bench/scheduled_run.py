@@ -1,9 +1,10 @@
 """Latency of a run the daemon launches: from the run's creation (what a schedule's tick does) to done.
 
-    .venv/bin/python bench/scheduled_run.py [--conversations 37500] [--repeat 4]
+    .venv/bin/python bench/scheduled_run.py [--conversations 37500] [--history-days 1] [--repeat 4]
 
-Fresh databases on the local PostgreSQL (or `BOTFLOW_BENCH_PG_URL`, else the embedded one), one simulated
-day built with `botflow run`; then, for each launcher in turn (a new process per run, as Dagster's default
+Fresh databases on the local PostgreSQL (or `BOTFLOW_BENCH_PG_URL`, else the embedded one), `--history-days`
+simulated days ending with the measured day (30 at 37,500 conversations a day: ~10M messages, the scale of
+the goal), built with `botflow run`; then, for each launcher in turn (a new process per run, as Dagster's default
 launcher starts them, `BOTFLOW_WARM_RUNS=0`; and the warm worker, `1`), a real `dagster-daemon` and
 `--repeat` hourly partition runs of that day submitted to its queue one after another, as the hourly
 schedule's tick submits them. For each run, from the instance's records: created -> started (queue and
@@ -78,19 +79,27 @@ def measure(settings, home: Path, warm: bool, repeat: int) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=37_500, help="conversations in the simulated day")
+    parser.add_argument("--history-days", type=int, default=1,
+                        help="days of history before and including the measured day (30: a month in the warehouse)")
     parser.add_argument("--repeat", type=int, default=4)
     args = parser.parse_args()
 
     from dagster_project.core.settings import Settings
     from dagster_project.dev.simulate import simulate
 
-    admin, names, home = fresh_stack("bench_sched", BOTFLOW_PARTITIONS_START=f"{DAY:%Y-%m-%d}")
+    first = date.fromordinal(DAY.toordinal() - args.history_days + 1)
+    admin, names, home = fresh_stack("bench_sched", BOTFLOW_PARTITIONS_START=f"{first:%Y-%m-%d}")
     try:
+        began = time.perf_counter()
         with psycopg.connect(os.environ["BOTFLOW_SOURCE_URL"]) as conn:
-            messages = simulate(conn, "public", DAY, 1, seed=7, conversations_per_day=args.conversations)
-        print(f"simulated {DAY}: {messages}; building it with botflow run ...", flush=True)
-        subprocess.run([str(Path(sys.executable).with_name("botflow")), "run", "--start", f"{DAY}",
+            summary = simulate(conn, "public", first, args.history_days, seed=7,
+                               conversations_per_day=args.conversations)
+        print(f"simulated [{first}, {DAY}]: {summary} in {time.perf_counter() - began:.0f}s; "
+              "building it with botflow run ...", flush=True)
+        began = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).with_name("botflow")), "run", "--start", f"{first}",
                         "--end", f"{date.fromordinal(DAY.toordinal() + 1)}"], cwd=REPO, check=True)
+        built_s = round(time.perf_counter() - began, 1)
         settings = Settings.from_env()
         cold = measure(settings, home, warm=False, repeat=args.repeat)
         warm = measure(settings, home, warm=True, repeat=args.repeat + 1)
@@ -101,7 +110,8 @@ def main() -> int:
         keys = ("created_to_started_s", "started_to_finished_s", "created_to_finished_s")
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "day": f"{DAY}",
-            "conversations": args.conversations, "repeat": args.repeat,
+            "conversations": args.conversations, "history_days": args.history_days,
+            "messages_in_warehouse": summary.messages, "history_built_s": built_s, "repeat": args.repeat,
             "new_process_per_run": {key: median(cold, key) for key in keys} | {"runs": cold},
             "warm_worker": {key: median(warm[1:], key) for key in keys} | {"first_run": warm[0], "runs": warm[1:]},
         }
