@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-tools demo test lint ui live bench bench-scheduled bench-live clean
+.PHONY: install install-spark system-tools demo test lint ui live bench bench-scheduled bench-live clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the Spark engine's packages (pyspark carries Spark's runtime, ~500 MB): for the tests and `botflow spark`
+SPARK_STAMP := $(VENV)/.spark-stamp
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,simulate,spark]"
+	touch $(SPARK_STAMP)
+
+install-spark: $(SPARK_STAMP)
+
 demo: install
 	$(BIN)/botflow demo
 
@@ -26,7 +34,7 @@ lint: install
 system-tools:   # pdftoppm and chromium, which the tests drive (installs them as root, else names them)
 	@scripts/system-tools
 
-test: install lint system-tools
+test: install install-spark lint system-tools
 	$(BIN)/python -m pytest
 
 ui: install

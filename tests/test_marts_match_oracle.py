@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import oracle
 import pytest
-from conftest import build_window, fetch_table
+from conftest import build_window, fetch_table, rebuild_marts_on_spark
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.dev.simulate import simulate
@@ -18,29 +20,47 @@ START = date(2026, 3, 1)
 DAYS = 3
 
 
-@pytest.fixture(scope="module")
-def built(dagster_instance, tmp_path_factory):
+@contextmanager
+def simulated_and_built(instance, engine: str, spark_cluster=None) -> Iterator[tuple]:
+    """Databases of their own, DAYS simulated, and the marts built by `engine` (on spark: the postgres engine
+    loads raw, then the marts are emptied and rebuilt on the cluster)."""
     from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
 
-    names = [f"bf_test_e2e_src_{RUN_TAG}", f"bf_test_e2e_wh_{RUN_TAG}"]
+    names = [f"bf_test_e2e_{engine}_src_{RUN_TAG}", f"bf_test_e2e_{engine}_wh_{RUN_TAG}"]
     for name in names:
         create_database(name)
-    scenario = Scenario("e2e", database_url(names[0]), database_url(names[1]))
+    scenario = Scenario(f"e2e_{engine}", database_url(names[0]), database_url(names[1]))
     scenario.activate()
     with scenario.source() as conn:
         summary = simulate(conn, "public", START, DAYS, seed=7, conversations_per_day=150)
     # one day more than simulated: conversations that cross the last midnight end in it
-    build_window(dagster_instance, START, START + timedelta(days=DAYS + 1))
+    build_window(instance, START, START + timedelta(days=DAYS + 1))
+    if engine == "spark":
+        rebuild_marts_on_spark(spark_cluster, scenario, START, START + timedelta(days=DAYS + 1))
     src = oracle.read_source(scenario.source_url)
     valid = oracle.validate(src, datetime.now(UTC))
     window = oracle.Window(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))
-    yield scenario, summary, src, valid, window
-    for name in names:
-        drop_database(name)
+    try:
+        yield scenario, summary, src, valid, window
+    finally:
+        for name in names:
+            drop_database(name)
 
 
-def test_conversation_metrics_equal_oracle(built):
-    scenario, _, _, valid, window = built
+@pytest.fixture(scope="module")
+def built(dagster_instance):
+    with simulated_and_built(dagster_instance, "postgres") as result:
+        yield result
+
+
+@pytest.fixture(scope="module")
+def marts_built(built):
+    """The marts the tests compare with the oracle (test_spark_engine.py: built on Spark)."""
+    return built
+
+
+def test_conversation_metrics_equal_oracle(marts_built):
+    scenario, _, _, valid, window = marts_built
     expected = oracle.conversation_metrics(valid, window)
     assert len(expected) > 300
     compared = assert_equal_to_oracle(
@@ -48,16 +68,16 @@ def test_conversation_metrics_equal_oracle(built):
     assert compared == len(expected) * 24
 
 
-def test_bot_performance_metrics_equal_oracle(built):
-    scenario, _, _, valid, window = built
+def test_bot_performance_metrics_equal_oracle(marts_built):
+    scenario, _, _, valid, window = marts_built
     expected = oracle.bot_performance_metrics(valid, window)
     assert len(expected) >= 30
     assert_equal_to_oracle("marts.bot_performance_metrics",
                            mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics"), expected)
 
 
-def test_usage_analytics_equal_oracle(built):
-    scenario, _, src, valid, window = built
+def test_usage_analytics_equal_oracle(marts_built):
+    scenario, _, src, valid, window = marts_built
     expected = oracle.usage_analytics(valid, window, oracle.phone_map(src))
     assert len(expected) > 250
     assert_equal_to_oracle("marts.usage_analytics", mart_rows(scenario.warehouse_url, "marts.usage_analytics"),
@@ -114,8 +134,8 @@ def test_phone_numbers_never_reach_the_warehouse_in_the_clear(built):
     assert not [p for p in list(phones)[:500] if p in dump]
 
 
-def test_sql_functions_are_exact_over_ranges(built):
-    scenario, _, _, valid, window = built
+def test_sql_functions_are_exact_over_ranges(marts_built):
+    scenario, _, _, valid, window = marts_built
     messages, _ = oracle.in_scope(valid, window)
     with scenario.warehouse() as conn:
         bot_id, = conn.execute("select bot_id from marts.bot_performance_metrics order by total_messages desc "

@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     grant.epilog = ("A new user's password comes from $BOTFLOW_SUPERSET_USER_PASSWORD, else is asked for "
                     "(never on the command line, where `ps` shows it).")
 
+    spark = sub.add_parser("spark", help="the Spark engine: a standalone cluster, marts built on it (docs/spark.md)")
+    spark_sub = spark.add_subparsers(dest="spark_command", required=True)
+    spark_sub.add_parser("up", help="start a Spark master and its workers, and the metastore in PostgreSQL")
+    spark_sub.add_parser("down", help="stop the Spark master and workers started by `up`")
+    spark_build = spark_sub.add_parser(
+        "build", help="build the marts of [start, end) on Spark from the loaded raw layer and publish them")
+    spark_build.add_argument("--start", type=parse_date, required=True)
+    spark_build.add_argument("--end", type=parse_date, required=True, help="exclusive")
+
     live = sub.add_parser("live", help="trickle messages into the source in real time and watch the live tables")
     live.add_argument("--rate", type=float, default=2.0, help="messages per second (default 2)")
     live.add_argument("--minutes", type=float, default=0, help="stop after this long (default: until Ctrl-C)")
@@ -98,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     # the next command to fail and free (dagster_project/automation/healing.py)
     signal.signal(signal.SIGTERM, _interrupt)
     # `kill -USR1 <pid>` prints every thread's stack to stderr (what a hung command is doing) and goes on
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # (on the process's own stderr: a caller may have replaced sys.stderr with a stream that has no file)
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError) as exc:
@@ -313,6 +324,24 @@ def cmd_superset(args) -> int:
     return 0
 
 
+def cmd_spark(args) -> int:
+    from dagster_project.core.window import Window, utc_midnight
+    from dagster_project.transform.spark.build import build_window
+    from dagster_project.transform.spark.cluster import SparkCluster
+
+    settings = _settings()
+    cluster = SparkCluster.from_env(settings.warehouse_url)
+    if args.spark_command == "up":
+        cluster.up()
+    elif args.spark_command == "down":
+        print("Spark stopped" if cluster.down() else "Spark was not running (no pid file)")
+    else:
+        window = Window(utc_midnight(args.start), utc_midnight(args.end))
+        seconds = build_window(settings, cluster, window, _progress)
+        print(f"built {window} on Spark: " + ", ".join(f"{stage} {s:.1f}s" for stage, s in seconds.items()))
+    return 0
+
+
 def _new_user_password() -> str | None:
     """$BOTFLOW_SUPERSET_USER_PASSWORD, else asked for on a terminal; None keeps an existing user's."""
     password = setting("BOTFLOW_SUPERSET_USER_PASSWORD")
@@ -452,7 +481,7 @@ def cmd_ui(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "run": cmd_run, "refresh": cmd_refresh, "export": cmd_export,
             "report": cmd_report, "superset": cmd_superset, "live": cmd_live, "gx-docs": cmd_gx_docs,
-            "ui": cmd_ui}
+            "ui": cmd_ui, "spark": cmd_spark}
 
 if __name__ == "__main__":
     sys.exit(main())

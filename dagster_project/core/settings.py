@@ -99,6 +99,13 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("BOTFLOW_DAGSTER_URL", "http://127.0.0.1:3000", "the Dagster UI's address, for links in alerts"),
     Variable("BOTFLOW_WARM_RUNS", "1", "1: runs the daemon launches fork from a warm worker that loaded the code "
              "location once; 0: a new process per run, as Dagster starts them"),
+    Variable("BOTFLOW_SPARK_MASTER_PORT", "7077", "the port of the Spark master `botflow spark up` starts "
+             "(its web UI: this + 1000)"),
+    Variable("BOTFLOW_SPARK_WORKERS", "2", "how many Spark workers `botflow spark up` starts"),
+    Variable("BOTFLOW_SPARK_WORKER_CORES", "1", "cores of each Spark worker"),
+    Variable("BOTFLOW_SPARK_WORKER_MEMORY", "1g", "memory of each Spark worker"),
+    Variable("BOTFLOW_SPARK_METASTORE_URL", "", "the Hive metastore's database (postgresql://) "
+             "(default: botflow_metastore beside the warehouse)"),
     Variable("BOTFLOW_DETAILS", "", "1: tracebacks and Dagster's error blocks on the terminal"),
     Variable("XDG_CACHE_HOME", "", "the user's cache folder (default: ~/.cache), for Superset's virtualenv"),
 )}

@@ -37,7 +37,7 @@ started as (
 ),
 ended as (
     select bot_id, {{ period_of('ended_at', period) }} as period,
-      avg(trunc(extract(epoch from ended_at - started_at))) as avg_duration_secs,
+      avg({{ whole_seconds_between('ended_at', 'started_at') }}) as avg_duration_secs,
       avg(customer_satisfaction) as satisfaction_avg
     from {{ rel.conversations }}
     where {{ in_window('ended_at', lo, hi) }} and {{ bot_filter }}

@@ -14,7 +14,7 @@
 {%- endmacro %}
 
 {% macro create_mart_functions() -%}
-  {% if execute %}
+  {% if execute and target.type == 'postgres' %}{# Spark's marts are published into PostgreSQL, where these live #}
   {% set replies = adapter.get_relation(database=target.database, schema='marts', identifier='fct_bot_replies') %}
   {% set messages = adapter.get_relation(database=target.database, schema='intermediate', identifier='int_messages') %}
   {% if replies is not none and messages is not none %}

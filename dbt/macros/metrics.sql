@@ -6,5 +6,5 @@
   {%- if name not in registry -%}
     {{ exceptions.raise_compiler_error("metric '" ~ name ~ "' is not in vars.botflow_metrics (dbt_project.yml)") }}
   {%- endif -%}
-  {{ registry[name]['sql'] | replace('{x}', column or registry[name]['of']) }}
+  {{ metric_dialect(registry[name]['sql'] | replace('{x}', column or registry[name]['of'])) }}
 {%- endmacro %}

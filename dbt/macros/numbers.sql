@@ -2,12 +2,12 @@
 
 {# A rate: 100 * numerator / denominator, 2 decimals, null when the denominator is 0. #}
 {% macro rate(numerator, denominator) -%}
-  round(100 * ({{ numerator }})::numeric / nullif({{ denominator }}, 0), 2)
+  round(100 * {{ to_numeric(numerator) }} / nullif({{ denominator }}, 0), 2)
 {%- endmacro %}
 
 {# A ratio rounded to the scale of its column type; null when the denominator is 0. #}
 {% macro ratio(numerator, denominator, scale=0) -%}
-  round(({{ numerator }})::numeric / nullif({{ denominator }}, 0), {{ scale }})
+  round({{ to_numeric(numerator) }} / nullif({{ denominator }}, 0), {{ scale }})
 {%- endmacro %}
 
 {# avg, p50, p95, p99 of response times, as the four response-time columns (macros/metrics.sql). #}
@@ -15,15 +15,6 @@
   {%- for name in ['avg_response_time_ms', 'p50_response_time_ms', 'p95_response_time_ms', 'p99_response_time_ms'] %}
   {{ metric(name, column) }} as {{ name }}{{ ',' if not loop.last }}
   {%- endfor %}
-{%- endmacro %}
-
-{# The UTC date or hour a timestamp falls in. #}
-{% macro utc_date(column) -%}
-  ({{ column }} at time zone 'UTC')::date
-{%- endmacro %}
-
-{% macro utc_hour(column) -%}
-  date_trunc('hour', {{ column }}, 'UTC')
 {%- endmacro %}
 
 {# The period a row is grouped by: its UTC 'day' or 'hour', or 'range' (one group for the whole range:
@@ -34,7 +25,3 @@
   {%- else -%}0{%- endif -%}
 {%- endmacro %}
 
-{# A stable uuid key derived from the parts that identify a row. #}
-{% macro stable_id(prefix, parts) -%}
-  md5('{{ prefix }}' {% for p in parts %} || ':' || {{ p }}::text {% endfor %})::uuid
-{%- endmacro %}

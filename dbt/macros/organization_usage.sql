@@ -26,10 +26,11 @@ active_users as (
     group by 1, 2
 ),
 most_active_bot as (
-    select distinct on (organization_id, period) organization_id, period, bot_id
-    from (select organization_id, period, bot_id, count(*) as messages
+    select organization_id, period, bot_id
+    from (select organization_id, period, bot_id,
+            row_number() over (partition by organization_id, period order by count(*) desc, bot_id) as bot_rank
           from messages_in_range group by 1, 2, 3) per_bot
-    order by organization_id, period, messages desc, bot_id
+    where bot_rank = 1
 ),
 reply_cost as (
     select organization_id, {{ period_of('created_at', period) }} as period, sum(cost_usd) as cost
@@ -65,7 +66,7 @@ active_keys as (
 )
 select
   {%- if period == 'hour' %}
-  {{ stable_id('usage_analytics', ['k.organization_id', "to_char(k.period at time zone 'UTC', 'YYYY-MM-DD HH24:MI')"]) }} as id,
+  {{ stable_id('usage_analytics', ['k.organization_id', minute_text('k.period')]) }} as id,
   {%- endif %}
   k.organization_id,
   {%- if period == 'hour' %}

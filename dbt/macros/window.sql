@@ -3,11 +3,11 @@
    Environment variables, not --vars: a change of --vars makes dbt re-parse the whole project on
    every invocation, while a changed env_var re-parses only the files that read it. #}
 {% macro window_start() -%}
-  '{{ env_var('BOTFLOW_WINDOW_START', '1970-01-01 00:00:00+00') }}'::timestamptz
+  {{ timestamp_literal(env_var('BOTFLOW_WINDOW_START', '1970-01-01 00:00:00+00')) }}
 {%- endmacro %}
 
 {% macro window_end() -%}
-  '{{ env_var('BOTFLOW_WINDOW_END', '2999-01-01 00:00:00+00') }}'::timestamptz
+  {{ timestamp_literal(env_var('BOTFLOW_WINDOW_END', '2999-01-01 00:00:00+00')) }}
 {%- endmacro %}
 
 {% macro in_window(column, lo=none, hi=none) -%}
@@ -17,8 +17,7 @@
 {# The window filter on `column` (grain 'date': a date column, compared with the window's UTC dates). #}
 {% macro window_filter(column, grain=none) -%}
   {% if grain == 'date' -%}
-    ({{ column }} >= ({{ window_start() }} at time zone 'UTC')::date
-     and {{ column }} < ({{ window_end() }} at time zone 'UTC')::date)
+    ({{ column }} >= {{ utc_date(window_start()) }} and {{ column }} < {{ utc_date(window_end()) }})
   {%- else -%}
     {{ in_window(column) }}
   {%- endif %}
@@ -33,10 +32,39 @@
 {# Pre-hook of every partitioned mart: remove what the window held before re-inserting it, so a
    window that now yields no row for a key leaves no stale row behind. Runs in the model's
    transaction, so readers never see the window half rebuilt. The column is the model's meta.window. #}
-{% macro delete_window() -%}
+{% macro delete_window() -%}{{ adapter.dispatch('delete_window', 'botflow')() }}{%- endmacro %}
+
+{% macro default__delete_window() -%}
   {% if is_incremental() %}
     {% set window = node_window(model) %}
     delete from {{ this }} where {{ window_filter(window.column, window.get('grain')) }}
+  {% endif %}
+{%- endmacro %}
+
+{# On Spark the marts are Parquet tables partitioned by an hour or a date (their config's partition_by),
+   rewritten by `insert overwrite` of the partitions the window yields: the window's other partitions are
+   dropped first, so that a key the window no longer yields leaves no stale row (as the delete above).
+   A full refresh (no window) empties the table. #}
+{% macro spark__delete_window() -%}
+  {% if is_incremental() %}
+    {% set column = config.get('partition_by') %}{% set column = column[0] if column is not string else column %}
+    {% set start = env_var('BOTFLOW_WINDOW_START', '') %}{% set end = env_var('BOTFLOW_WINDOW_END', '') %}
+    {% if not start or not end %}
+      truncate table {{ this }}
+    {% else %}
+      {% set datetime = modules.datetime.datetime %}
+      {% set step = modules.datetime.timedelta(hours=1) if node_window(model).get('grain') != 'date'
+                    else modules.datetime.timedelta(days=1) %}
+      {% set ns = namespace(at=datetime.fromisoformat(start), values=[]) %}
+      {% set stop = datetime.fromisoformat(end) %}
+      {% for _ in range(100000) if ns.at < stop %}
+        {% do ns.values.append(ns.at) %}{% set ns.at = ns.at + step %}
+      {% endfor %}
+      alter table {{ this }} drop if exists
+      {% for at in ns.values -%}
+        partition ({{ column }} = {{ "date'" ~ at.strftime('%Y-%m-%d') ~ "'" if step.days else "timestamp'" ~ at.strftime('%Y-%m-%d %H:%M:%S') ~ "'" }}){{ ',' if not loop.last }}
+      {%- endfor %}
+    {% endif %}
   {% endif %}
 {%- endmacro %}
 

@@ -1,5 +1,6 @@
 {{ config(
     meta={'window': {'column': 'date', 'grain': 'date'}},
+    partition_by=['date'],
     pre_hook="{{ delete_window() }}",
     indexes=[{'columns': ['bot_id', 'date'], 'unique': true}, {'columns': ['date']}],
     tags=['daily'],

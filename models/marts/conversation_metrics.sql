@@ -1,5 +1,6 @@
 {{ config(
     meta={'window': {'column': 'started_at'}},
+    partition_by=['started_date'],
     pre_hook="{{ delete_window() }}",
     indexes=[
       {'columns': ['conversation_id'], 'unique': true},
@@ -26,7 +27,7 @@ select
   c.organization_id,
   c.started_at,
   c.ended_at,
-  trunc(extract(epoch from coalesce(c.ended_at, m.last_message_at) - c.started_at))::integer as duration_seconds,
+  {{ whole_seconds_between('coalesce(c.ended_at, m.last_message_at)', 'c.started_at') }}::integer as duration_seconds,
   m.total_messages::integer as total_messages,
   m.user_messages::integer as user_messages,
   m.bot_messages::integer as bot_messages,
@@ -44,6 +45,7 @@ select
   round(coalesce(r.cost_usd, 0), 6)::numeric(10, 6) as estimated_cost_usd,
   c.status as resolution_status,
   c.customer_satisfaction
+  {{ partition_date_column('c.started_at', 'started_date') }}
 from conversations c
 cross join lateral (
     select

@@ -1,5 +1,6 @@
 {{ config(
     meta={'window': {'column': 'created_at'}},
+    partition_by=['reply_hour'],
     pre_hook="{{ delete_window() }}",
     indexes=[
       {'columns': ['created_at']},
@@ -24,11 +25,16 @@ conversation_messages as (
     join window_conversations w on w.conversation_id = m.conversation_id
     where m.created_at < {{ window_end() }}
 ),
+prices as (
+    -- each price applies from its effective_from until the model's next one
+    select model, effective_from, prompt_price_per_1k, completion_price_per_1k,
+      lead(effective_from) over (partition by model order by effective_from) as effective_until
+    from {{ ref('llm_prices') }}
+),
 sequenced as (
     select *,
       max(created_at) filter (where direction = 'inbound') over (
-        partition by conversation_id order by created_at
-        range between unbounded preceding and current row exclude group
+        partition by conversation_id {{ strictly_earlier('created_at') }}
       ) as previous_inbound_at  -- strictly earlier: messages at the same instant are excluded
     from conversation_messages
 )
@@ -42,7 +48,7 @@ select
   {{ utc_hour('s.created_at') }} as reply_hour,
   coalesce(
     s.response_time_ms::bigint,
-    trunc(extract(epoch from s.created_at - s.previous_inbound_at) * 1000)::bigint
+    {{ whole_ms_between('s.created_at', 's.previous_inbound_at') }}::bigint
   ) as response_time_ms,
   case when s.response_time_ms is not null then 'app'
        when s.previous_inbound_at is not null then 'computed' end as response_time_source,
@@ -57,11 +63,7 @@ select
   ) as cost_usd,
   p.model is not null as is_priced
 from sequenced s
-left join lateral (
-    select model, prompt_price_per_1k, completion_price_per_1k
-    from {{ ref('llm_prices') }} price
-    where price.model = s.llm_model and price.effective_from <= s.created_at
-    order by price.effective_from desc
-    limit 1
-) p on true
+left join prices p
+  on p.model = s.llm_model and p.effective_from <= s.created_at
+  and (p.effective_until is null or s.created_at < p.effective_until)
 where s.direction = 'outbound' and {{ in_window('s.created_at') }}

@@ -1,5 +1,6 @@
 {{ config(
     meta={'window': {'column': 'hour'}},
+    partition_by=['hour'],
     pre_hook="{{ delete_window() }}",
     indexes=[{'columns': ['organization_id', 'hour'], 'unique': true}, {'columns': ['hour']}],
     tags=['hourly'],

@@ -3,10 +3,7 @@
   from here, joined to rows of conversation_metrics that row-level security already confined: the scoped
   role may read these two columns only, and no other staging model.
 #}
-{{ config(post_hook=[
-    "grant usage on schema {{ this.schema }} to botflow_scoped_reader",
-    "grant select (conversation_id, customer_phone_last4) on {{ this }} to botflow_scoped_reader",
-]) }}
+{{ config(post_hook=["{{ grant_scoped_reader('conversation_id, customer_phone_last4') }}"]) }}
 select
   id as conversation_id,
   organization_id,

@@ -1,0 +1,88 @@
+"""Publish the marts Spark computed into PostgreSQL's serving schema, one window at a time, atomically.
+
+The executors write the window's rows of each mart over JDBC into a scratch table of the warehouse
+(`spark_publish.<mart>`); then one PostgreSQL transaction deletes the window's rows of every mart and
+inserts the new ones, cast to the mart's column types. Readers (Superset, reports, exports, the SQL
+functions, the live layer) see the old window or the new one, never a mix; the marts keep their indexes
+and row-level security, which dbt created in PostgreSQL (ensure_serving_tables).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, process_environment
+from dagster_project.core.window import DBT_WINDOW_ENV, Window
+from dagster_project.transform.spark.cluster import jdbc_url
+
+# mart -> (the column its windows are cut by, its grain): the models' meta.window (models/marts/*.sql)
+MARTS: dict[str, tuple[str, str]] = {
+    "fct_bot_replies": ("created_at", "timestamp"),
+    "usage_analytics": ("hour", "timestamp"),
+    "conversation_metrics": ("started_at", "timestamp"),
+    "bot_performance_metrics": ("date", "date"),
+}
+SCRATCH_SCHEMA = "spark_publish"
+
+
+def ensure_serving_tables(warehouse_url: str) -> None:
+    """The marts, views and SQL functions of the serving schema, created by dbt on PostgreSQL if missing:
+    the partitioned marts are built over an empty window (no row, but their indexes and row-level security)."""
+    with psycopg.connect(warehouse_url) as conn:
+        missing = [m for m in MARTS if conn.execute("select to_regclass(%s)", (f"marts.{m}",)).fetchone()[0] is None]
+    if not missing:
+        return
+    empty = dict(zip(DBT_WINDOW_ENV, ("2999-01-01T00:00:00+00:00", "2999-01-01T01:00:00+00:00"), strict=True))
+    dbt = Path(sys.executable).with_name("dbt")
+    result = subprocess.run([str(dbt), "build", "--exclude", "test_type:unit", "--project-dir", str(DBT_PROJECT_DIR),
+                             "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"],
+                            env={**process_environment(), **empty}, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ConfigError(f"creating the serving marts in PostgreSQL failed:\n{result.stdout[-2000:]}")
+
+
+def _window_predicate(column: str, grain: str, window: Window) -> str:
+    """The window as a Spark SQL filter on the mart's window column."""
+    if grain == "date":
+        return f"{column} >= date'{window.start.date()}' and {column} < date'{window.end.date()}'"
+    return (f"{column} >= timestamp'{window.start:%Y-%m-%d %H:%M:%S}' "
+            f"and {column} < timestamp'{window.end:%Y-%m-%d %H:%M:%S}'")
+
+
+def publish_window(spark: Any, warehouse_url: str, window: Window, progress: Callable[[str], None] = print) -> dict:
+    """Replace the window's rows of every mart in PostgreSQL with Spark's; rows per mart."""
+    url, properties = jdbc_url(warehouse_url)
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        conn.execute(f"create schema if not exists {SCRATCH_SCHEMA}")
+        columns = {mart: conn.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+            "where attrelid = %s::regclass and attnum > 0 and not attisdropped order by attnum",
+            (f"marts.{mart}",)).fetchall() for mart in MARTS}
+    published = {}
+    for mart, (column, grain) in MARTS.items():
+        names = [name for name, _ in columns[mart]]
+        frame = spark.table(f"marts.{mart}").where(_window_predicate(column, grain, window)).select(*names)
+        frame.write.jdbc(url, f"{SCRATCH_SCHEMA}.{mart}", mode="overwrite",
+                         properties={**properties, "batchsize": "10000", "truncate": "false"})
+    with psycopg.connect(warehouse_url) as conn, conn.transaction():
+        for mart, (column, grain) in MARTS.items():
+            lo, hi = (window.start.date(), window.end.date()) if grain == "date" else (window.start, window.end)
+            conn.execute(sql.SQL("delete from marts.{} where {} >= %s and {} < %s").format(
+                sql.Identifier(mart), sql.Identifier(column), sql.Identifier(column)), (lo, hi))
+            target = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns[mart])
+            cast = sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
+                                      for name, kind in columns[mart])
+            cursor = conn.execute(sql.SQL("insert into marts.{} ({}) select {} from {}.{}").format(
+                sql.Identifier(mart), target, cast, sql.Identifier(SCRATCH_SCHEMA), sql.Identifier(mart)))
+            published[mart] = cursor.rowcount
+            conn.execute(sql.SQL("drop table {}.{}").format(sql.Identifier(SCRATCH_SCHEMA), sql.Identifier(mart)))
+    progress("published " + ", ".join(f"marts.{m}: {n:,} rows" for m, n in published.items()))
+    return published
+
