@@ -310,46 +310,25 @@ class Inbox:
 
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory) -> Iterator:
+    """The cluster BOTFLOW_ENGINE=spark runs on, for the rest of the session (its settings stay in the
+    environment: they concern only the Spark engine)."""
     from dagster_project.core.settings import scoped_environment
     from dagster_project.transform.spark.cluster import SparkCluster
 
     metastore = create_database(f"bf_test_metastore_{RUN_TAG}")
-    home = tmp_path_factory.mktemp("spark_home")
-    with scoped_environment({"BOTFLOW_HOME": str(home), "BOTFLOW_SPARK_MASTER_PORT": str(free_port()),
-                             "BOTFLOW_SPARK_METASTORE_URL": metastore}):
+    with scoped_environment({"BOTFLOW_SPARK_DIR": str(tmp_path_factory.mktemp("spark")),
+                             "BOTFLOW_SPARK_MASTER_PORT": str(free_port()), "BOTFLOW_SPARK_METASTORE_URL": metastore}):
         cluster = SparkCluster.from_env(metastore)
-    try:
-        cluster.up(progress=lambda _line: None)
-        yield cluster
-    finally:
-        cluster.down()
-        drop_database(f"bf_test_metastore_{RUN_TAG}")
+        try:
+            cluster.up(progress=lambda _line: None)
+            yield cluster
+        finally:
+            cluster.down()
+            drop_database(f"bf_test_metastore_{RUN_TAG}")
 
 
-def build_on_spark(cluster, scenario: Scenario, start: date, end: date, *, keep_tables: bool = False) -> None:
-    """Rebuild [start, end) of the scenario's marts on Spark: its raw layer (loaded through Dagster) landed as
-    Parquet, the dbt models on the cluster, the window published into its PostgreSQL marts. Spark's tables of
-    an earlier scenario are dropped first (one metastore per test session), unless `keep_tables` (the same
-    scenario's again: an incremental rebuild)."""
-    from dagster_project.core.settings import Settings
-    from dagster_project.core.window import Window, utc_midnight
-    from dagster_project.transform.spark.build import build_window as build_spark_window
-    from dagster_project.transform.spark.session import spark_session
+def engine_environment(engine: str) -> AbstractContextManager[None]:
+    """BOTFLOW_ENGINE for a block: where the runs it starts compute the partitioned marts."""
+    from dagster_project.core.settings import scoped_environment
 
-    spark = spark_session(cluster)
-    for database in () if keep_tables else ("raw", "staging", "intermediate", "marts", "reference"):
-        spark.sql(f"drop database if exists {database} cascade")
-    build_spark_window(Settings.from_env(start_embedded=False), cluster,
-                       Window(utc_midnight(start), utc_midnight(end)), progress=lambda _line: None)
-
-
-def rebuild_marts_on_spark(cluster, scenario: Scenario, start: date, end: date) -> None:
-    """Empty the scenario's PostgreSQL marts (built by the postgres engine), then build [start, end) on Spark:
-    every row the tests then read was computed by Spark and published."""
-    from dagster_project.transform.spark.publish import MARTS
-
-    with scenario.warehouse() as conn:
-        for mart in MARTS:
-            conn.execute(f"delete from marts.{mart}")
-    build_on_spark(cluster, scenario, start, end)
-
+    return scoped_environment({"BOTFLOW_ENGINE": engine})

@@ -13,14 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import oracle
 import pytest
-from conftest import (
-    build_on_spark,
-    build_window,
-    fetch_table,
-    lenient_quality_limits,
-    module_scenario,
-    rebuild_marts_on_spark,
-)
+from conftest import build_window, engine_environment, fetch_table, lenient_quality_limits, module_scenario
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.dev.simulate import create_source_tables
@@ -130,9 +123,8 @@ def edge(dagster_instance):
         yield from build_edge_cases(scenario, dagster_instance)
 
 
-def build_edge_cases(scenario, dagster_instance, spark_cluster=None):
-    """The hand-made rows in the source, built through Dagster; with a cluster, the marts then emptied and
-    rebuilt on Spark."""
+def build_edge_cases(scenario, dagster_instance, engine: str = "postgres"):
+    """The hand-made rows in the source, built through Dagster with BOTFLOW_ENGINE=`engine`."""
     with scenario.source() as conn:
         create_source_tables(conn, "public")
         conn.execute("insert into organizations (id, name) values (%s, 'A'), (%s, 'B')", (ORG_A, ORG_B))
@@ -158,9 +150,8 @@ def build_edge_cases(scenario, dagster_instance, spark_cluster=None):
             conn.execute("insert into api_events (organization_id, kind, occurred_at) values (%s,%s,%s)",
                          (org, kind, occurred))
         conn.commit()
-    build_window(dagster_instance, date(2026, 4, 1), date(2026, 4, 3))
-    if spark_cluster is not None:
-        rebuild_marts_on_spark(spark_cluster, scenario, date(2026, 4, 1), date(2026, 4, 3))
+    with engine_environment(engine):
+        build_window(dagster_instance, date(2026, 4, 1), date(2026, 4, 3))
     src = oracle.read_source(scenario.source_url)
     valid = oracle.validate(src, datetime.now(UTC))
     window = oracle.Window(D, D + timedelta(days=2))
@@ -255,7 +246,7 @@ def test_unparsable_timestamps_become_null(edge):
     assert values[:2] == (None, None) and values[2] == datetime(2026, 2, 28, 10, tzinfo=UTC)
 
 
-def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, request, dagster_instance):
+def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_instance):
     """Idempotency on each engine: the second day built again by itself (on spark: landed, its partitions
     dropped and overwritten, published) gives back exactly the rows of the two-day build."""
     scenario, *_ = edge
@@ -268,9 +259,6 @@ def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, request, d
 
     before = marts()
     assert len(before["marts.fct_bot_replies"]) >= 9
-    if engine == "spark":
-        build_on_spark(request.getfixturevalue("spark_cluster"), scenario, date(2026, 4, 2), date(2026, 4, 3),
-                       keep_tables=True)
-    else:
+    with engine_environment(engine):
         build_window(dagster_instance, date(2026, 4, 2), date(2026, 4, 3))
     assert marts() == before

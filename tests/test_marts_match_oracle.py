@@ -11,7 +11,7 @@ from pathlib import Path
 
 import oracle
 import pytest
-from conftest import build_window, fetch_table, rebuild_marts_on_spark
+from conftest import build_window, engine_environment, fetch_table
 from marts_contract import assert_equal_to_oracle, mart_rows
 
 from dagster_project.dev.simulate import simulate
@@ -21,9 +21,8 @@ DAYS = 3
 
 
 @contextmanager
-def simulated_and_built(instance, engine: str, spark_cluster=None) -> Iterator[tuple]:
-    """Databases of their own, DAYS simulated, and the marts built by `engine` (on spark: the postgres engine
-    loads raw, then the marts are emptied and rebuilt on the cluster)."""
+def simulated_and_built(instance, engine: str) -> Iterator[tuple]:
+    """Databases of their own, DAYS simulated and built through Dagster with BOTFLOW_ENGINE=`engine`."""
     from conftest import RUN_TAG, Scenario, create_database, database_url, drop_database
 
     names = [f"bf_test_e2e_{engine}_src_{RUN_TAG}", f"bf_test_e2e_{engine}_wh_{RUN_TAG}"]
@@ -34,9 +33,8 @@ def simulated_and_built(instance, engine: str, spark_cluster=None) -> Iterator[t
     with scenario.source() as conn:
         summary = simulate(conn, "public", START, DAYS, seed=7, conversations_per_day=150)
     # one day more than simulated: conversations that cross the last midnight end in it
-    build_window(instance, START, START + timedelta(days=DAYS + 1))
-    if engine == "spark":
-        rebuild_marts_on_spark(spark_cluster, scenario, START, START + timedelta(days=DAYS + 1))
+    with engine_environment(engine):
+        build_window(instance, START, START + timedelta(days=DAYS + 1))
     src = oracle.read_source(scenario.source_url)
     valid = oracle.validate(src, datetime.now(UTC))
     window = oracle.Window(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))

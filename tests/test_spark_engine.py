@@ -1,9 +1,10 @@
 """The oracle and edge-case tests again, with the marts built on Spark (docs/spark.md).
 
 The tests are those of test_edge_cases.py and test_marts_match_oracle.py, imported: here their fixtures
-build the same source rows through Dagster (which loads the raw layer with its rules), then empty the
-PostgreSQL marts and rebuild them on a two-worker standalone cluster the session starts (`spark_cluster`,
-conftest.py), so every value compared was computed by Spark and published into PostgreSQL. A module of its
+build the same source rows through Dagster with BOTFLOW_ENGINE=spark, on a two-worker standalone cluster the
+session starts (`spark_cluster`, conftest.py): the ingestion assets load the raw layer with its rules, the
+mart assets land it as Parquet, compute the marts on the cluster and publish them into PostgreSQL, where
+the tests read them. A module of its
 own, not a parametrized fixture: the tests run in a random order, which would interleave the engines and
 rebuild a module fixture per switch.
 """
@@ -36,10 +37,10 @@ def engine() -> str:
 @pytest.fixture(scope="module")
 def edge(dagster_instance, spark_cluster):
     with lenient_quality_limits(), module_scenario("spark_edge") as (scenario,):
-        yield from build_edge_cases(scenario, dagster_instance, spark_cluster)
+        yield from build_edge_cases(scenario, dagster_instance, "spark")
 
 
 @pytest.fixture(scope="module")
 def marts_built(dagster_instance, spark_cluster):
-    with simulated_and_built(dagster_instance, "spark", spark_cluster) as result:
+    with simulated_and_built(dagster_instance, "spark") as result:
         yield result

@@ -337,7 +337,7 @@ def cmd_spark(args) -> int:
         print("Spark stopped" if cluster.down() else "Spark was not running (no pid file)")
     else:
         window = Window(utc_midnight(args.start), utc_midnight(args.end))
-        seconds = build_window(settings, cluster, window, _progress)
+        seconds = build_window(settings.warehouse_url, cluster, window, progress=_progress)["seconds"]
         print(f"built {window} on Spark: " + ", ".join(f"{stage} {s:.1f}s" for stage, s in seconds.items()))
     return 0
 

@@ -99,6 +99,10 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("BOTFLOW_DAGSTER_URL", "http://127.0.0.1:3000", "the Dagster UI's address, for links in alerts"),
     Variable("BOTFLOW_WARM_RUNS", "1", "1: runs the daemon launches fork from a warm worker that loaded the code "
              "location once; 0: a new process per run, as Dagster starts them"),
+    Variable("BOTFLOW_ENGINE", "postgres", "where the partitioned marts are computed: postgres (dbt in the warehouse) "
+             "or spark (the cluster of `botflow spark up`, published into the warehouse; docs/spark.md)"),
+    Variable("BOTFLOW_SPARK_DIR", "", "the Spark engine's folder: settings, logs, Parquet files "
+             "(default: $BOTFLOW_HOME/spark)"),
     Variable("BOTFLOW_SPARK_MASTER_PORT", "7077", "the port of the Spark master `botflow spark up` starts "
              "(its web UI: this + 1000)"),
     Variable("BOTFLOW_SPARK_WORKERS", "2", "how many Spark workers `botflow spark up` starts"),
@@ -131,6 +135,17 @@ def setting_number(name: str, kind: type[int] | type[float] = float, *, minimum:
     if value is None or (minimum is not None and value < minimum) or (positive and value <= 0):
         bound = " above 0" if positive else (f" of at least {minimum:g}" if minimum is not None else "")
         raise ConfigError(f"{name}={text!r} is not {'a whole number' if kind is int else 'a number'}{bound}")
+    return value
+
+
+ENGINES = ("postgres", "spark")
+
+
+def engine() -> str:
+    """BOTFLOW_ENGINE: where the partitioned marts are computed."""
+    value = setting("BOTFLOW_ENGINE").strip().lower()
+    if value not in ENGINES:
+        raise ConfigError(f"BOTFLOW_ENGINE={value!r} is not one of {', '.join(ENGINES)}")
     return value
 
 

@@ -24,6 +24,7 @@ from dagster_project.core.policies import (
 )
 from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.run_process import record_run_process
+from dagster_project.core.settings import engine
 from dagster_project.core.window import Window
 from dagster_project.ingest.schema import ensure_raw_schema
 from dagster_project.transform.dbt_runner import dbt_build
@@ -103,6 +104,27 @@ def dbt_views(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase):
     yield from run_dbt(context, [])
 
 
+def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: Window | None) -> Iterator[Any]:
+    """BOTFLOW_ENGINE=spark (docs/spark.md): the step's marts computed on the Spark cluster over the window and
+    published into the warehouse, then their dbt tests run there, on what people read."""
+    from dagster_project.transform.spark.build import build_window
+    from dagster_project.transform.spark.cluster import SparkCluster
+
+    if window is None:
+        raise dg.Failure(description="a full refresh is not built for BOTFLOW_ENGINE=spark yet (docs/spark.md): "
+                         "run it with BOTFLOW_ENGINE=postgres, or rebuild a range of partitions")
+    record_run_process(context)
+    keys = sorted(context.selected_asset_keys)
+    with interrupts_stop_the_step():
+        result = build_window(warehouse_url, SparkCluster.from_env(warehouse_url), window,
+                              [key.path[-1] for key in keys], progress=context.log.info)
+    for key in keys:
+        yield dg.MaterializeResult(asset_key=key, metadata={
+            "engine": "spark", "rows_published": result["published"][key.path[-1]],
+            **{f"spark_{stage}_s": round(seconds, 1) for stage, seconds in result["seconds"].items()}})
+    yield from run_dbt(context, ["--resource-type", "test"], window)
+
+
 class DbtBuildConfig(dg.Config):
     """Run config of the partitioned dbt assets."""
 
@@ -127,9 +149,12 @@ def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, de
         retry_policy=RETRY_POLICY,
         pool=pool,
     )
-    def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig):
+    def _models(context: dg.AssetExecutionContext, config: DbtBuildConfig, warehouse: WarehouseDatabase):
         window = None if config.full_refresh else Window.of(context)  # no window: all of history
-        yield from run_dbt(context, dbt_build_args(config), window)
+        if engine() == "spark":
+            yield from run_on_spark(context, warehouse.url, window)
+        else:
+            yield from run_dbt(context, dbt_build_args(config), window)
 
     _models.__doc__ = description
     return _models

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, Settings, scoped_environment
+from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, scoped_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
 from dagster_project.transform.spark.cluster import SparkCluster
 from dagster_project.transform.spark.land import land_window
 from dagster_project.transform.spark.publish import MARTS, ensure_serving_tables, publish_window
 from dagster_project.transform.spark.session import spark_session
 
-# what dbt-spark builds: the partitioned marts and what they read (the dims stay views in PostgreSQL)
-SPARK_SELECTION = ["llm_prices", "staging", "intermediate", *MARTS]
+# what dbt-spark builds besides the marts: the price list and the views the marts read (the dims stay views in
+# PostgreSQL)
+UPSTREAM = ["llm_prices", "staging", "intermediate"]
 
 
 def dbt_spark(args: list[str], window: Window | None) -> None:
@@ -34,23 +36,25 @@ def dbt_spark(args: list[str], window: Window | None) -> None:
             failures or [str(result.exception)]))
 
 
-def build_window(settings: Settings, cluster: SparkCluster, window: Window,
-                 progress: Callable[[str], None] = print) -> dict[str, float]:
-    """Land, transform and publish one window; seconds per stage."""
+def build_window(warehouse_url: str, cluster: SparkCluster, window: Window, marts: list[str] | None = None,
+                 progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Land, transform and publish one window of `marts` (default: all four); seconds per stage and the rows
+    published per mart."""
+    marts = marts or list(MARTS)
     seconds: dict[str, float] = {}
     began = time.perf_counter()
-    ensure_serving_tables(settings.warehouse_url)
+    ensure_serving_tables(warehouse_url)
     spark = spark_session(cluster)
     seconds["session"] = time.perf_counter() - began
     began = time.perf_counter()
-    land_window(spark, settings.warehouse_url, window, progress)
+    land_window(spark, warehouse_url, window, progress)
     seconds["land"] = time.perf_counter() - began
     began = time.perf_counter()
     # the price list and the models in one invocation (one parse); the data tests run on the published marts
-    dbt_spark(["build", "--resource-type", "seed", "--resource-type", "model", "--select", *SPARK_SELECTION], window)
+    dbt_spark(["build", "--resource-type", "seed", "--resource-type", "model", "--select", *UPSTREAM, *marts], window)
     seconds["dbt"] = time.perf_counter() - began
-    progress(f"dbt on Spark: {' '.join(SPARK_SELECTION)} over {window} in {seconds['dbt']:.1f}s")
+    progress(f"dbt on Spark: {' '.join(marts)} over {window} in {seconds['dbt']:.1f}s")
     began = time.perf_counter()
-    publish_window(spark, settings.warehouse_url, window, progress)
+    published = publish_window(spark, warehouse_url, window, marts, progress)
     seconds["publish"] = time.perf_counter() - began
-    return seconds
+    return {"seconds": seconds, "published": published}

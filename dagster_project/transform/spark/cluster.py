@@ -77,7 +77,7 @@ class SparkCluster:
     def from_env(cls, warehouse_url: str) -> SparkCluster:
         """The cluster of the settings; its metastore defaults to a database beside the warehouse."""
         return cls(
-            home=botflow_home() / "spark",
+            home=Path(setting("BOTFLOW_SPARK_DIR") or botflow_home() / "spark").resolve(),
             master_port=int(setting_number("BOTFLOW_SPARK_MASTER_PORT", int, positive=True)),
             workers=int(setting_number("BOTFLOW_SPARK_WORKERS", int, positive=True)),
             worker_cores=int(setting_number("BOTFLOW_SPARK_WORKER_CORES", int, positive=True)),

@@ -67,7 +67,8 @@ def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callab
     from pyspark.sql import functions as F
 
     url, properties = jdbc_url(warehouse_url)
-    spark.sql("create database if not exists raw")
+    if not spark.catalog.databaseExists("raw"):  # (if not exists: the metastore logs an error when it exists)
+        spark.sql("create database raw")
     days_of = landing_days(warehouse_url, window)
     landed = {}
     for table, column in RAW_TABLES.items():

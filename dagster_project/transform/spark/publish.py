@@ -56,23 +56,26 @@ def _window_predicate(column: str, grain: str, window: Window) -> str:
             f"and {column} < timestamp'{window.end:%Y-%m-%d %H:%M:%S}'")
 
 
-def publish_window(spark: Any, warehouse_url: str, window: Window, progress: Callable[[str], None] = print) -> dict:
-    """Replace the window's rows of every mart in PostgreSQL with Spark's; rows per mart."""
+def publish_window(spark: Any, warehouse_url: str, window: Window, marts: list[str],
+                   progress: Callable[[str], None] = print) -> dict[str, int]:
+    """Replace the window's rows of `marts` in PostgreSQL with Spark's, in one transaction; rows per mart."""
     url, properties = jdbc_url(warehouse_url)
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         conn.execute(f"create schema if not exists {SCRATCH_SCHEMA}")
         columns = {mart: conn.execute(
             "select attname, format_type(atttypid, atttypmod) from pg_attribute "
             "where attrelid = %s::regclass and attnum > 0 and not attisdropped order by attnum",
-            (f"marts.{mart}",)).fetchall() for mart in MARTS}
+            (f"marts.{mart}",)).fetchall() for mart in marts}
     published = {}
-    for mart, (column, grain) in MARTS.items():
+    for mart in marts:
+        column, grain = MARTS[mart]
         names = [name for name, _ in columns[mart]]
         frame = spark.table(f"marts.{mart}").where(_window_predicate(column, grain, window)).select(*names)
         frame.write.jdbc(url, f"{SCRATCH_SCHEMA}.{mart}", mode="overwrite",
                          properties={**properties, "batchsize": "10000", "truncate": "false"})
     with psycopg.connect(warehouse_url) as conn, conn.transaction():
-        for mart, (column, grain) in MARTS.items():
+        for mart in marts:
+            column, grain = MARTS[mart]
             lo, hi = (window.start.date(), window.end.date()) if grain == "date" else (window.start, window.end)
             conn.execute(sql.SQL("delete from marts.{} where {} >= %s and {} < %s").format(
                 sql.Identifier(mart), sql.Identifier(column), sql.Identifier(column)), (lo, hi))
