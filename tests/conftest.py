@@ -323,8 +323,19 @@ def spark_cluster(tmp_path_factory) -> Iterator:
             cluster.up(progress=lambda _line: None)
             yield cluster
         finally:
+            stop_spark_session()
             cluster.down()
             drop_database(f"bf_test_metastore_{RUN_TAG}")
+
+
+def stop_spark_session() -> None:
+    """Stop this process's Spark session, if a run started one, so that its executors leave the cluster
+    before the workers stop."""
+    import sys
+
+    pyspark = sys.modules.get("pyspark")
+    if pyspark is not None and pyspark.SparkContext._active_spark_context is not None:
+        pyspark.SparkContext._active_spark_context.stop()
 
 
 def engine_environment(engine: str) -> AbstractContextManager[None]:

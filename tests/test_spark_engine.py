@@ -44,3 +44,30 @@ def edge(dagster_instance, spark_cluster):
 def marts_built(dagster_instance, spark_cluster):
     with simulated_and_built(dagster_instance, "spark") as result:
         yield result
+
+
+def test_the_engine_setting_names_itself_when_wrong(monkeypatch):
+    from dagster_project.core.settings import ConfigError, engine
+
+    monkeypatch.setenv("BOTFLOW_ENGINE", "spark; drop table marts.fct_bot_replies")
+    with pytest.raises(ConfigError, match="BOTFLOW_ENGINE=.* is not one of postgres, spark"):
+        engine()
+    monkeypatch.setenv("BOTFLOW_ENGINE", "Spark")
+    assert engine() == "spark"
+
+
+def test_the_metastore_password_stays_out_of_command_lines_and_other_users_files(tmp_path, monkeypatch):
+    """The password of the metastore's database reaches Spark through a file only its owner reads, never
+    through a process's arguments or environment."""
+    from dagster_project.transform.spark.cluster import SparkCluster
+
+    secret = "s3cret-metastore-pw"
+    monkeypatch.setenv("BOTFLOW_SPARK_DIR", str(tmp_path))
+    monkeypatch.setenv("BOTFLOW_SPARK_METASTORE_URL", f"postgresql://botflow:{secret}@127.0.0.1:5432/metastore")
+    cluster = SparkCluster.from_env("postgresql://postgres@127.0.0.1:5432/unused")
+    cluster.write_conf()
+    conf = tmp_path / "conf" / "spark-defaults.conf"
+    assert secret in conf.read_text() and conf.stat().st_mode & 0o077 == 0
+    assert secret not in " ".join(f"{k}={v}" for k, v in cluster.environment().items())
+    assert "jdbc:postgresql://127.0.0.1:5432/metastore" in conf.read_text()  # the URL itself carries no password
+    assert f"{secret}@" not in conf.read_text()

@@ -134,10 +134,9 @@ class SparkCluster:
 
     def write_conf(self) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
-        path = self.conf_dir / "spark-defaults.conf"
-        text = "".join(f"{key} {value}\n" for key, value in self.conf().items())
-        path.write_text(text)
-        path.chmod(0o600)  # it holds the metastore's password when there is one
+        # it holds the metastore's password when there is one: readable by this user only, from its creation
+        _write_private(self.conf_dir / "spark-defaults.conf",
+                       "".join(f"{key} {value}\n" for key, value in self.conf().items()))
         (self.conf_dir / "log4j2.properties").write_text(LOG4J)
 
     def ensure_metastore(self) -> None:
@@ -156,12 +155,12 @@ class SparkCluster:
         _extract(metastore_jar, "package.jdo", self.home / "jdo")
         jdbc, props = jdbc_url(self.metastore_url)
         properties = self.home / "metastore.properties"
-        properties.write_text(
+        _write_private(
+            properties,
             f"javax.jdo.option.ConnectionURL={jdbc}\njavax.jdo.option.ConnectionDriverName={props['driver']}\n"
             f"javax.jdo.option.ConnectionUserName={props['user']}\njavax.jdo.option.ConnectionPassword={props['password']}\n"
             "datanucleus.identifierFactory=datanucleus1\ndatanucleus.rdbms.useLegacyNativeValueStrategy=true\n"
             "datanucleus.storeManagerType=rdbms\n")
-        properties.chmod(0o600)
         with (self.logs / "metastore-schema.log").open("w") as log:
             result = subprocess.run(["java", "-cp", f"{jars}/*:{jdbc_jar()}", "org.datanucleus.store.schema.SchemaTool",
                                      "-create", "-api", "JDO", "-props", str(properties),
@@ -243,6 +242,13 @@ class SparkCluster:
                 pass
             pid_file.unlink(missing_ok=True)
         return stopped
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it may hold a password), never readable by others meanwhile."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(text)
 
 
 def _extract(jar: Path, member: str, folder: Path) -> None:
