@@ -109,7 +109,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in (
     Variable("BOTFLOW_SPARK_WORKER_CORES", "1", "cores of each Spark worker"),
     Variable("BOTFLOW_SPARK_WORKER_MEMORY", "1g", "memory of each Spark worker"),
     Variable("BOTFLOW_SPARK_METASTORE_URL", "", "the Hive metastore's database (postgresql://) "
-             "(default: botflow_metastore beside the warehouse)"),
+             "(default: <the warehouse's database>_metastore, beside it)"),
     Variable("BOTFLOW_DETAILS", "", "1: tracebacks and Dagster's error blocks on the terminal"),
     Variable("XDG_CACHE_HOME", "", "the user's cache folder (default: ~/.cache), for Superset's virtualenv"),
 )}

@@ -35,7 +35,7 @@ from dagster_project.core.settings import (
 )
 
 POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")  # Debian's libpostgresql-jdbc-java
-METASTORE_DATABASE = "botflow_metastore"
+METASTORE_SUFFIX = "_metastore"  # the default metastore: <warehouse database>_metastore, beside it
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
@@ -54,6 +54,13 @@ def jdbc_jar() -> Path:
         raise ConfigError(f"{POSTGRES_JDBC_JAR} is missing: install Debian's libpostgresql-jdbc-java "
                           "(PostgreSQL's JDBC driver, for the metastore and the publisher)")
     return POSTGRES_JDBC_JAR
+
+
+def metastore_beside(warehouse_url: str) -> str:
+    """The default metastore: a database of its own per warehouse (its tables name Parquet folders that
+    belong to that warehouse's marts: two warehouses must never share one)."""
+    name = psycopg.conninfo.conninfo_to_dict(warehouse_url).get("dbname") or "botflow_warehouse"
+    return with_database(warehouse_url, f"{name}{METASTORE_SUFFIX}")
 
 
 def jdbc_url(url: str) -> tuple[str, dict[str, str]]:
@@ -83,7 +90,7 @@ class SparkCluster:
             worker_cores=int(setting_number("BOTFLOW_SPARK_WORKER_CORES", int, positive=True)),
             worker_memory=setting("BOTFLOW_SPARK_WORKER_MEMORY"),
             metastore_url=setting("BOTFLOW_SPARK_METASTORE_URL")
-            or with_database(warehouse_url, METASTORE_DATABASE),
+            or metastore_beside(warehouse_url),
         )
 
     @property
@@ -96,7 +103,8 @@ class SparkCluster:
 
     @property
     def warehouse_dir(self) -> Path:
-        return self.home / "warehouse"
+        """The Parquet files of the metastore's tables: a folder per metastore."""
+        return self.home / "warehouse" / psycopg.conninfo.conninfo_to_dict(self.metastore_url)["dbname"]
 
     def conf(self) -> dict[str, str]:
         """Every session's settings (spark-defaults.conf)."""
@@ -145,7 +153,8 @@ class SparkCluster:
         session holds the referenced table), so the schema is created up front, by DataNucleus's SchemaTool
         from the Hive metastore's JDO mapping, as Hive's schematool would."""
         if not setting("BOTFLOW_SPARK_METASTORE_URL"):
-            ensure_databases(with_database(self.metastore_url, "postgres"), [METASTORE_DATABASE])
+            name = psycopg.conninfo.conninfo_to_dict(self.metastore_url)["dbname"]
+            ensure_databases(with_database(self.metastore_url, "postgres"), [name])
         with psycopg.connect(self.metastore_url) as conn:
             if conn.execute("select to_regclass('public.\"DBS\"')").fetchone()[0] is not None:
                 return

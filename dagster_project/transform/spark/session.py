@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster_project.core.settings import publish
+from dagster_project.core.settings import ConfigError, publish
 from dagster_project.transform.spark.cluster import SparkCluster
+
+METASTORE_KEY = "spark.hadoop.javax.jdo.option.ConnectionURL"
 
 
 def spark_session(cluster: SparkCluster, app_name: str = "botflow") -> Any:
-    """This process's session (one per process: dbt-spark's `session` method finds the same one). Its
-    settings come from the cluster's spark-defaults.conf, read when the JVM starts."""
+    """This process's session (one per process: dbt-spark's `session` method finds the same one), with the
+    cluster's settings (SparkCluster.conf: the metastore and the Parquet folder of this warehouse)."""
     if not cluster.is_running():
-        from dagster_project.core.settings import ConfigError
-
         raise ConfigError(f"no Spark master answers on {cluster.master_url}: start it with `botflow spark up`")
     publish(cluster.environment())  # read by the JVM that pyspark launches now
     from pyspark.sql import SparkSession
 
-    session = SparkSession.builder.appName(app_name).enableHiveSupport().getOrCreate()
+    builder = SparkSession.builder.appName(app_name).enableHiveSupport()
+    for key, value in cluster.conf().items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    metastore, wanted = session.sparkContext.getConf().get(METASTORE_KEY), cluster.conf()[METASTORE_KEY]
+    if metastore != wanted:
+        raise ConfigError(f"this process's Spark session uses the metastore {metastore}, not {wanted}: "
+                          "one warehouse per process on the Spark engine")
     session.sparkContext.setLogLevel("ERROR")
     return session
