@@ -11,7 +11,7 @@ from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, scoped_e
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
 from dagster_project.transform.spark.cluster import SparkCluster
 from dagster_project.transform.spark.land import land_window
-from dagster_project.transform.spark.publish import MARTS, ensure_serving_tables, publish_window
+from dagster_project.transform.spark.publish import ensure_serving_tables, mart_windows, publish_window
 from dagster_project.transform.spark.session import spark_session
 
 # what dbt-spark builds besides the marts: the price list and the views the marts read (the dims stay views in
@@ -40,7 +40,7 @@ def build_window(warehouse_url: str, cluster: SparkCluster, window: Window, mart
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Land, transform and publish one window of `marts` (default: all four); seconds per stage and the rows
     published per mart."""
-    marts = marts or list(MARTS)
+    marts = marts or sorted(mart_windows())
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     ensure_serving_tables(warehouse_url)

@@ -9,6 +9,8 @@ and row-level security, which dbt created in PostgreSQL (ensure_serving_tables).
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,23 +22,31 @@ from psycopg import sql
 
 from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, process_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
+from dagster_project.transform.project import ensure_manifest
 from dagster_project.transform.spark.cluster import jdbc_url
 
-# mart -> (the column its windows are cut by, its grain): the models' meta.window (models/marts/*.sql)
-MARTS: dict[str, tuple[str, str]] = {
-    "fct_bot_replies": ("created_at", "timestamp"),
-    "usage_analytics": ("hour", "timestamp"),
-    "conversation_metrics": ("started_at", "timestamp"),
-    "bot_performance_metrics": ("date", "date"),
-}
 SCRATCH_SCHEMA = "spark_publish"
+
+
+@functools.cache
+def mart_windows() -> dict[str, tuple[str, str]]:
+    """The partitioned marts: name -> (the column their windows are cut by, its grain), from each model's
+    config meta.window (models/marts/*.sql), the one place it is written."""
+    manifest = json.loads(ensure_manifest().read_text())
+    windows = {}
+    for node in manifest["nodes"].values():
+        window = (node.get("config", {}).get("meta") or {}).get("window")
+        if node["resource_type"] == "model" and window:
+            windows[node["name"]] = (window["column"], window.get("grain", "timestamp"))
+    return windows
 
 
 def ensure_serving_tables(warehouse_url: str) -> None:
     """The marts, views and SQL functions of the serving schema, created by dbt on PostgreSQL if missing:
     the partitioned marts are built over an empty window (no row, but their indexes and row-level security)."""
     with psycopg.connect(warehouse_url) as conn:
-        missing = [m for m in MARTS if conn.execute("select to_regclass(%s)", (f"marts.{m}",)).fetchone()[0] is None]
+        missing = [mart for mart in mart_windows()
+                   if conn.execute("select to_regclass(%s)", (f"marts.{mart}",)).fetchone()[0] is None]
     if not missing:
         return
     empty = dict(zip(DBT_WINDOW_ENV, ("2999-01-01T00:00:00+00:00", "2999-01-01T01:00:00+00:00"), strict=True))
@@ -68,14 +78,14 @@ def publish_window(spark: Any, warehouse_url: str, window: Window, marts: list[s
             (f"marts.{mart}",)).fetchall() for mart in marts}
     published = {}
     for mart in marts:
-        column, grain = MARTS[mart]
+        column, grain = mart_windows()[mart]
         names = [name for name, _ in columns[mart]]
         frame = spark.table(f"marts.{mart}").where(_window_predicate(column, grain, window)).select(*names)
         frame.write.jdbc(url, f"{SCRATCH_SCHEMA}.{mart}", mode="overwrite",
                          properties={**properties, "batchsize": "10000", "truncate": "false"})
     with psycopg.connect(warehouse_url) as conn, conn.transaction():
         for mart in marts:
-            column, grain = MARTS[mart]
+            column, grain = mart_windows()[mart]
             lo, hi = (window.start.date(), window.end.date()) if grain == "date" else (window.start, window.end)
             conn.execute(sql.SQL("delete from marts.{} where {} >= %s and {} < %s").format(
                 sql.Identifier(mart), sql.Identifier(column), sql.Identifier(column)), (lo, hi))
