@@ -9,6 +9,7 @@ from typing import Any
 
 from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, scoped_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
+from dagster_project.transform.dbt_runner import _failures, _project_args
 from dagster_project.transform.spark.cluster import SparkCluster
 from dagster_project.transform.spark.land import land_window
 from dagster_project.transform.spark.publish import ensure_serving_tables, mart_windows, publish_window
@@ -20,20 +21,16 @@ UPSTREAM = ["llm_prices", "staging", "intermediate"]
 
 
 def dbt_spark(args: list[str], window: Window | None) -> None:
-    """dbt with the `spark` target in this process (its session is this process's)."""
+    """dbt with the `spark` target in this process (its session is this process's), with the project arguments
+    and failure report of the PostgreSQL runs (dbt_runner); its own target folder."""
     from dbt.cli.main import dbtRunner
 
     env = window.dbt_env() if window else {}
     with scoped_environment(env, unset=DBT_WINDOW_ENV):
-        result = dbtRunner().invoke([*args, "--target", "spark", "--project-dir", str(DBT_PROJECT_DIR),
-                                     "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path",
-                                     str(DBT_PROJECT_DIR / "target" / "spark"), "--quiet",
-                                     "--no-send-anonymous-usage-stats"])
+        result = dbtRunner().invoke([*args, "--target", "spark", "--quiet",
+                                     *_project_args(DBT_PROJECT_DIR, DBT_PROJECT_DIR / "target" / "spark")])
     if not result.success:
-        failures = [f"{r.node.unique_id}: {(r.message or '').strip()[:800]}"
-                    for r in getattr(result.result, "results", None) or [] if str(r.status) in ("error", "fail")]
-        raise ConfigError(f"dbt on Spark failed for window {window}:\n" + "\n".join(
-            failures or [str(result.exception)]))
+        raise ConfigError(f"dbt on Spark failed for window {window}:\n{_failures(result)}")
 
 
 def build_window(warehouse_url: str, cluster: SparkCluster, window: Window, marts: list[str] | None = None,
