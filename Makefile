@@ -44,8 +44,12 @@ live: install
 	$(BIN)/botflow live
 
 SCALE ?= small
-bench: install   # make bench SCALE=small (~1M messages, minutes) | SCALE=full (~10M messages)
-	$(BIN)/python bench/backfill.py --scale $(SCALE)
+ENGINE ?= postgres
+# make bench SCALE=small (~1M messages, minutes) | SCALE=full (~10M messages)
+# make bench ENGINE=spark: both engines side by side, Spark on 1 and 2 workers (bench/engines.py)
+bench: install
+	@if [ "$(ENGINE)" = spark ]; then $(MAKE) --no-print-directory install-spark && \
+	  $(BIN)/python bench/engines.py --scale $(SCALE); else $(BIN)/python bench/backfill.py --scale $(SCALE); fi
 
 bench-scheduled: install   # a scheduled hourly run from its tick to done: new process per run vs warm worker
 	$(BIN)/python bench/scheduled_run.py

@@ -45,7 +45,12 @@ def captured(dagster_instance):
 
 
 def test_changes_reach_the_marts_and_are_requested_once(captured, dagster_instance):
-    scenario = captured
+    changes_reach_the_marts_once(captured, dagster_instance)
+
+
+def changes_reach_the_marts_once(scenario, dagster_instance) -> None:
+    """Late messages and changed conversations of `scenario` (START's two days, built) requested by the sensor
+    and run (test_spark_engine.py: with BOTFLOW_ENGINE=spark), then the marts compared with the oracle."""
     scenario.activate()
     result, cursor = tick(dagster_instance, scenario, None)
     assert not result.run_requests and "starts from the source's newest change" in result.skip_message

@@ -102,12 +102,21 @@ def test_a_stopped_backfill_resumes_without_duplicates_or_gaps(reference, dagste
 def test_full_refresh_recomputes_costs_of_all_history(reference, dagster_instance):
     """After a price-list change, an ordinary partition run reprices only its window; the full refresh
     reprices every reply of every day."""
-    from dagster_project.automation.runner import refresh_marts
-    from dagster_project.definitions import defs
-
     *_, fourth = reference
     fourth.activate()
     build_window(dagster_instance, START, date(2026, 5, 4))
+    full_refresh_reprices_all_history(fourth, dagster_instance, START)
+
+
+def full_refresh_reprices_all_history(built, dagster_instance, start: date) -> None:
+    """The warehouse `built` holds the three days from `start` (test_spark_engine.py: built on Spark); its prices
+    are doubled, an hour of `start` rebuilt, then everything refreshed."""
+    from datetime import timedelta
+
+    from dagster_project.automation.runner import refresh_marts
+    from dagster_project.definitions import defs
+
+    fourth = built
 
     def costs():
         return {r["message_id"]: (r["cost_usd"], r["created_at"])
@@ -118,11 +127,11 @@ def test_full_refresh_recomputes_costs_of_all_history(reference, dagster_instanc
         conn.execute("update reference.llm_prices set prompt_price_per_1k = 2 * prompt_price_per_1k, "
                      "completion_price_per_1k = 2 * completion_price_per_1k")
         conn.commit()
-    run_job(dagster_instance, "hourly_partition_job", partition_key="2026-05-01-10:00")
+    run_job(dagster_instance, "hourly_partition_job", partition_key=f"{start}-10:00")
     partial = costs()
     changed = {k for k in before if partial[k][0] != before[k][0]}
-    assert changed and all(before[k][1].strftime("%Y-%m-%d %H") == "2026-05-01 10" for k in changed)
-    refresh_marts(defs, dagster_instance, START, date(2026, 5, 4), progress=lambda _: None)
+    assert changed and all(before[k][1].strftime("%Y-%m-%d %H") == f"{start} 10" for k in changed)
+    refresh_marts(defs, dagster_instance, start, start + timedelta(days=3), progress=lambda _: None)
     after = costs()
     assert after.keys() == before.keys()
     assert all(after[k][0] == 2 * before[k][0] for k in before)

@@ -11,10 +11,16 @@ rebuild a module fixture per switch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+
 import pytest
+import test_change_capture as change_capture
 import test_edge_cases as edge_cases
+import test_idempotency as idempotency
 import test_marts_match_oracle as oracle_tests
-from conftest import lenient_quality_limits, module_scenario
+from conftest import engine_environment, lenient_quality_limits, module_scenario, simulated_and_built
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,13 @@ def edge(dagster_instance, spark_cluster):
 def marts_built(dagster_instance, spark_cluster):
     with oracle_tests.simulated_and_built(dagster_instance, "spark") as result:
         yield result
+
+
+@contextmanager
+def built_on_spark(instance, name: str, start: date, seed: int) -> Iterator:
+    """Two simulated days from `start`, built on Spark; the block's runs stay on Spark."""
+    with engine_environment("spark"), simulated_and_built(instance, name, start, 2, seed=seed) as (scenario,):
+        yield scenario
 
 
 # the shared tests, called from here (not imported: the random order buckets a test by the file that defines
@@ -68,6 +81,14 @@ def test_usage_analytics_equal_oracle(marts_built):
 
 def test_sql_functions_are_exact_over_ranges(marts_built):
     oracle_tests.test_sql_functions_are_exact_over_ranges(marts_built)
+
+
+def test_late_rows_reach_the_marts_once_and_a_full_refresh_reprices_all_history(dagster_instance, spark_cluster):
+    """Late messages and changed conversations, found by the change-capture sensor, rebuilt on Spark; then, on
+    the same warehouse (one build: the Spark tests are CI's longest), a price change and a full refresh."""
+    with built_on_spark(dagster_instance, "spark_cc", change_capture.START, seed=21) as scenario:
+        change_capture.changes_reach_the_marts_once(scenario, dagster_instance)
+        idempotency.full_refresh_reprices_all_history(scenario, dagster_instance, change_capture.START)
 
 
 def test_the_engine_setting_names_itself_when_wrong(monkeypatch):

@@ -106,13 +106,11 @@ def dbt_views(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase):
 
 def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: Window | None) -> Iterator[Any]:
     """BOTFLOW_ENGINE=spark (docs/spark.md): the step's marts computed on the Spark cluster over the window and
-    published into the warehouse, then their dbt tests run there, on what people read."""
+    published into the warehouse, then their dbt tests run there, on what people read. No window: a full
+    refresh."""
     from dagster_project.transform.spark.build import build_window
     from dagster_project.transform.spark.cluster import SparkCluster
 
-    if window is None:
-        raise dg.Failure(description="a full refresh is not built for BOTFLOW_ENGINE=spark yet (docs/spark.md): "
-                         "run it with BOTFLOW_ENGINE=postgres, or rebuild a range of partitions")
     record_run_process(context)
     keys = sorted(context.selected_asset_keys)
     with interrupts_stop_the_step():

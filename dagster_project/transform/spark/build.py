@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any
 
 from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, scoped_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
 from dagster_project.transform.dbt_runner import _failures, _project_args
 from dagster_project.transform.spark.cluster import SparkCluster
-from dagster_project.transform.spark.land import land_window
+from dagster_project.transform.spark.land import history_window, land_window
 from dagster_project.transform.spark.publish import ensure_serving_tables, mart_windows, publish_window
 from dagster_project.transform.spark.session import spark_session
 
-# what dbt-spark builds besides the marts: the price list and the views the marts read (the dims stay views in
-# PostgreSQL)
-UPSTREAM = ["llm_prices", "staging", "intermediate"]
+# what dbt-spark builds besides the marts: the views the marts read (the dims stay views in PostgreSQL; the price
+# list is landed from the warehouse, land.PRICE_LIST)
+UPSTREAM = ["staging", "intermediate"]
 
 
 def dbt_spark(args: list[str], window: Window | None) -> None:
@@ -33,25 +34,31 @@ def dbt_spark(args: list[str], window: Window | None) -> None:
         raise ConfigError(f"dbt on Spark failed for window {window}:\n{_failures(result)}")
 
 
-def build_window(warehouse_url: str, cluster: SparkCluster, window: Window, marts: list[str] | None = None,
+def build_window(warehouse_url: str, cluster: SparkCluster, window: Window | None, marts: list[str] | None = None,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Land, transform and publish one window of `marts` (default: all four); seconds per stage and the rows
-    published per mart."""
+    published per mart. No window: a full refresh, every mart rebuilt from all of the raw layer (after a
+    price-list change) and every row of the PostgreSQL marts replaced."""
     marts = marts or sorted(mart_windows())
+    whole = window is None
+    if window is None:  # the days that hold raw rows; none: an empty day, so the marts are emptied
+        window = history_window(warehouse_url) or Window.days(date.today(), date.today() + timedelta(days=1))
+        progress(f"full refresh on Spark: {' '.join(marts)} from all of the raw layer, {window}")
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     ensure_serving_tables(warehouse_url)
     spark = spark_session(cluster)
     seconds["session"] = time.perf_counter() - began
     began = time.perf_counter()
-    land_window(spark, warehouse_url, window, progress)
+    land_window(spark, warehouse_url, window, progress, whole=whole)
     seconds["land"] = time.perf_counter() - began
     began = time.perf_counter()
-    # the price list and the models in one invocation (one parse); the data tests run on the published marts
-    dbt_spark(["build", "--resource-type", "seed", "--resource-type", "model", "--select", *UPSTREAM, *marts], window)
+    # the models in one invocation (one parse); the data tests run on the published marts
+    dbt_spark(["build", "--resource-type", "model", "--select", *UPSTREAM, *marts,
+               *(["--full-refresh"] if whole else [])], None if whole else window)
     seconds["dbt"] = time.perf_counter() - began
     progress(f"dbt on Spark: {' '.join(marts)} over {window} in {seconds['dbt']:.1f}s")
     began = time.perf_counter()
-    published = publish_window(spark, warehouse_url, window, marts, progress)
+    published = publish_window(spark, warehouse_url, window, marts, progress, whole=whole)
     seconds["publish"] = time.perf_counter() - began
     return {"seconds": seconds, "published": published}

@@ -2,7 +2,7 @@
 
 The raw layer is validated in PostgreSQL by the ingestion assets (the same rules, quarantine and repairs
 for both engines: dagster_project/ingest); this copies what a window loaded, read in parallel over JDBC by
-the cluster's executors (one task per hour), into Parquet:
+the cluster's executors (two tasks per core at least, a day at most each), into Parquet:
   - messages and api_events: partitioned by their UTC date; whole days are rewritten (their partitions
     dropped, then written), so landing is idempotent and a day is never half old: for api_events the
     window's days, for messages also the days of every message of the conversations the window touches
@@ -32,6 +32,12 @@ RAW_TABLES: dict[str, str | None] = {
     "api_events": "occurred_at",
 }
 PARTITION_COLUMN = "landed_date"
+# the price list the warehouse holds (dbt's seed on PostgreSQL, reloaded by the views asset and `botflow
+# refresh`), landed whole in the seed's place on Spark: both engines price with the same rows. Its Spark
+# types: the seed's (dbt/seeds/_seeds.yml), exact decimals.
+PRICE_LIST = ("reference.llm_prices", {"model": "string", "effective_from": "timestamp",
+                                       "prompt_price_per_1k": "decimal(20, 10)",
+                                       "completion_price_per_1k": "decimal(20, 10)"})
 
 
 # The days of messages a window's marts read, beyond its own: every message of the conversations it touches
@@ -52,6 +58,24 @@ def days_between(first: datetime, last: datetime) -> list[date]:
     return [first.date() + timedelta(days=n) for n in range((last.date() - first.date()).days + 1)]
 
 
+HISTORY = """
+select min(first), max(last) from (
+    select min(created_at) as first, max(created_at) as last from raw.messages
+    union all select min(started_at), max(started_at) from raw.conversations
+    union all select min(occurred_at), max(occurred_at) from raw.api_events
+) spans
+"""
+
+
+def history_window(warehouse_url: str) -> Window | None:
+    """The whole UTC days that hold the raw layer's rows (none: the raw layer is empty)."""
+    with psycopg.connect(warehouse_url) as conn:
+        first, last = conn.execute(HISTORY).fetchone()
+    if first is None:
+        return None
+    return Window.days(first.astimezone(UTC).date(), last.astimezone(UTC).date() + timedelta(days=1))
+
+
 def landing_days(warehouse_url: str, window: Window) -> dict[str, list[date]]:
     """The days of each date-partitioned raw table that landing the window rewrites."""
     last_instant = window.end - timedelta(microseconds=1)
@@ -62,15 +86,32 @@ def landing_days(warehouse_url: str, window: Window) -> dict[str, list[date]]:
     return {"messages": days_between(first, last), "api_events": days_between(window.start, last_instant)}
 
 
-def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callable[[str], None] = print) -> dict:
-    """Copy the raw rows of the window's days (and the whole small tables) into Parquet; rows per table."""
+def read_ranges(days: list[date], cores: int) -> list[tuple[datetime, datetime]]:
+    """The JDBC read tasks over `days` (contiguous): two per executor core at least, a day at most each (a
+    task is one indexed range query; fewer, larger tasks cost less than an hour each on small windows)."""
+    hours = 24 * len(days)
+    step = max(1, min(24, hours // (2 * max(cores, 1))))
+    start = utc_midnight(days[0])
+    return [(start + timedelta(hours=h), start + timedelta(hours=min(h + step, hours))) for h in range(0, hours, step)]
+
+
+def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callable[[str], None] = print,
+                whole: bool = False) -> dict:
+    """Copy the raw rows of the window's days (and the whole small tables) into Parquet; rows per table.
+    `whole` (a full refresh, the window being history_window's): every table rewritten whole, so no day of
+    another history stays behind."""
     from pyspark.sql import functions as F
 
     url, properties = jdbc_url(warehouse_url)
-    if not spark.catalog.databaseExists("raw"):  # (if not exists: the metastore logs an error when it exists)
-        spark.sql("create database raw")
+    for database in ("raw", "reference"):
+        if not spark.catalog.databaseExists(database):  # (if not exists: the metastore logs an error if it exists)
+            spark.sql(f"create database {database}")
     days_of = landing_days(warehouse_url, window)
     landed = {}
+    table, types = PRICE_LIST
+    prices = spark.read.jdbc(url, table, properties=properties)
+    prices.select(*(F.col(name).cast(kind).alias(name) for name, kind in types.items())).write.mode(
+        "overwrite").format("parquet").saveAsTable(table)
     for table, column in RAW_TABLES.items():
         days = days_of.get(table, [])
         if column is None:
@@ -78,20 +119,19 @@ def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callab
             frame = frame.drop("_run_id", "_loaded_at")
             frame.write.mode("overwrite").format("parquet").saveAsTable(f"raw.{table}")
         else:
-            # one JDBC read task per hour of the days, spread over the executors
-            hours = [utc_midnight(day) + timedelta(hours=h) for day in days for h in range(24)]
-            predicates = [f"{column} >= '{hour.isoformat()}' and {column} < '{(hour + timedelta(hours=1)).isoformat()}'"
-                          for hour in hours]
+            predicates = [f"{column} >= '{lo.isoformat()}' and {column} < '{hi.isoformat()}'"
+                          for lo, hi in read_ranges(days, spark.sparkContext.defaultParallelism)]
             frame = spark.read.jdbc(url, f"raw.{table}", predicates=predicates,
                                     properties={**properties, "fetchsize": "10000"})
             frame = frame.drop("_run_id", "_loaded_at").withColumn(PARTITION_COLUMN, F.to_date(column))
-            if spark.catalog.tableExists(f"raw.{table}"):
+            if spark.catalog.tableExists(f"raw.{table}") and not whole:
                 # the days, dropped first: a day that now has no row must not keep its old ones
                 spark.sql(f"alter table raw.{table} drop if exists "
                           + ", ".join(f"partition ({PARTITION_COLUMN} = date'{day}')" for day in days))
                 frame.write.mode("append").format("parquet").insertInto(f"raw.{table}")
             else:
-                frame.write.partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(f"raw.{table}")
+                frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(
+                    f"raw.{table}")
         stored = spark.table(f"raw.{table}")
         landed[table] = (stored if column is None else stored.where(F.col(PARTITION_COLUMN).isin(days))).count()
         progress(f"landed raw.{table}: {landed[table]:,} rows" + (f" ({days[0]} to {days[-1]})" if days else ""))

@@ -67,8 +67,9 @@ def _window_predicate(column: str, grain: str, window: Window) -> str:
 
 
 def publish_window(spark: Any, warehouse_url: str, window: Window, marts: list[str],
-                   progress: Callable[[str], None] = print) -> dict[str, int]:
-    """Replace the window's rows of `marts` in PostgreSQL with Spark's, in one transaction; rows per mart."""
+                   progress: Callable[[str], None] = print, whole: bool = False) -> dict[str, int]:
+    """Replace the window's rows of `marts` in PostgreSQL with Spark's, in one transaction; rows per mart.
+    `whole` (a full refresh): every row of the marts is replaced, whatever its time."""
     url, properties = jdbc_url(warehouse_url)
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         conn.execute(f"create schema if not exists {SCRATCH_SCHEMA}")
@@ -80,15 +81,21 @@ def publish_window(spark: Any, warehouse_url: str, window: Window, marts: list[s
     for mart in marts:
         column, grain = mart_windows()[mart]
         names = [name for name, _ in columns[mart]]
-        frame = spark.table(f"marts.{mart}").where(_window_predicate(column, grain, window)).select(*names)
+        frame = spark.table(f"marts.{mart}")
+        if not whole:
+            frame = frame.where(_window_predicate(column, grain, window))
+        frame = frame.select(*names)
         frame.write.jdbc(url, f"{SCRATCH_SCHEMA}.{mart}", mode="overwrite",
                          properties={**properties, "batchsize": "10000", "truncate": "false"})
     with psycopg.connect(warehouse_url) as conn, conn.transaction():
         for mart in marts:
             column, grain = mart_windows()[mart]
             lo, hi = (window.start.date(), window.end.date()) if grain == "date" else (window.start, window.end)
-            conn.execute(sql.SQL("delete from marts.{} where {} >= %s and {} < %s").format(
-                sql.Identifier(mart), sql.Identifier(column), sql.Identifier(column)), (lo, hi))
+            if whole:  # a delete, not a truncate: readers keep the old rows until the commit, not a lock
+                conn.execute(sql.SQL("delete from marts.{}").format(sql.Identifier(mart)))
+            else:
+                conn.execute(sql.SQL("delete from marts.{} where {} >= %s and {} < %s").format(
+                    sql.Identifier(mart), sql.Identifier(column), sql.Identifier(column)), (lo, hi))
             target = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns[mart])
             cast = sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
                                       for name, kind in columns[mart])
