@@ -116,3 +116,32 @@ def test_the_metastore_password_stays_out_of_command_lines_and_other_users_files
     assert secret not in " ".join(f"{k}={v}" for k, v in cluster.environment().items())
     assert "jdbc:postgresql://127.0.0.1:5432/metastore" in conf.read_text()  # the URL itself carries no password
     assert f"{secret}@" not in conf.read_text()
+
+
+def test_a_second_warehouse_in_the_same_process_is_refused(spark_cluster):
+    """One session per process, on one metastore: a run for another warehouse (another metastore) in the
+    same process is refused with the reason, never built into the first warehouse's tables."""
+    import dataclasses
+
+    from dagster_project.core.settings import ConfigError
+    from dagster_project.transform.spark.session import spark_session
+
+    spark_session(spark_cluster).catalog.databaseExists("raw")  # the session and its metastore client exist
+    other = dataclasses.replace(spark_cluster,
+                                metastore_url=spark_cluster.metastore_url.rsplit("/", 1)[0] + "/another_metastore")
+    with pytest.raises(ConfigError, match="one warehouse per process on the Spark engine"):
+        spark_session(other)
+
+
+def test_without_a_cluster_the_run_says_how_to_start_one(tmp_path):
+    from conftest import free_port
+
+    from dagster_project.core.settings import ConfigError
+    from dagster_project.transform.spark.cluster import SparkCluster
+    from dagster_project.transform.spark.session import spark_session
+
+    cluster = SparkCluster(home=tmp_path, master_port=free_port(), workers=2, worker_cores=1, worker_memory="1g",
+                           metastore_url="postgresql://postgres@127.0.0.1:5432/unused")
+    with pytest.raises(ConfigError, match=r"no Spark master answers on spark://127\.0\.0\.1:\d+: start it with "
+                                          "`botflow spark up`"):
+        spark_session(cluster)
