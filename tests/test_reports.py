@@ -59,8 +59,8 @@ class OracleFacts:
     usage: list[dict]
 
     @classmethod
-    def of(cls, src, valid) -> OracleFacts:
-        window = oracle.Window(*bounds(START.isoformat(), DAYS))
+    def of(cls, src, valid, start: date = START, days: int = DAYS) -> OracleFacts:
+        window = oracle.Window(*bounds(start.isoformat(), days))
         messages, conversations = oracle.in_scope(valid, window)
         usage = list(oracle.usage_analytics(valid, window, oracle.phone_map(src)).values())
         return cls(messages, conversations, usage)
@@ -114,6 +114,18 @@ def bounds(start: str, days: int) -> tuple[datetime, datetime]:
 def render(instance, kind: str, key: str):
     return run_job(instance, f"{kind}_report_job", partition_key=key,
                    asset_selection=[dg.AssetKey(["reports", f"{kind}_report"])])
+
+
+def daily_platform_report_equals_the_oracle(scenario, instance, day: str, start: date, days: int, out: Path) -> None:
+    """The platform's daily report of `day`, rendered from `scenario`'s marts (test_spark_engine.py: marts built on
+    Spark), against the oracle over the source's `days` from `start`. BOTFLOW_REPORTS_DIR is `out`."""
+    src = oracle.read_source(scenario.source_url)
+    facts = OracleFacts.of(src, oracle.validate(src, datetime.now(UTC)), start, days)
+    render(instance, "daily", day)
+    data = report_data(out / "daily" / day / "platform.html")
+    lo, hi = bounds(day, 1)
+    assert data["kpis"] == expected_kpis(facts, lo, hi, None)
+    assert data["kpis"]["messages"] > 0 and data["kpis"]["p95_response_time_ms"] is not None
 
 
 def first_org(src) -> tuple[uuid.UUID, str]:

@@ -20,7 +20,10 @@ import test_change_capture as change_capture
 import test_edge_cases as edge_cases
 import test_idempotency as idempotency
 import test_marts_match_oracle as oracle_tests
+import test_reports as reports
 from conftest import engine_environment, lenient_quality_limits, module_scenario, simulated_and_built
+
+from dagster_project.core.settings import scoped_environment
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +86,19 @@ def test_sql_functions_are_exact_over_ranges(marts_built):
     oracle_tests.test_sql_functions_are_exact_over_ranges(marts_built)
 
 
-def test_late_rows_reach_the_marts_once_and_a_full_refresh_reprices_all_history(dagster_instance, spark_cluster):
-    """Late messages and changed conversations, found by the change-capture sensor, rebuilt on Spark; then, on
-    the same warehouse (one build: the Spark tests are CI's longest), a price change and a full refresh."""
-    with built_on_spark(dagster_instance, "spark_cc", change_capture.START, seed=21) as scenario:
+def test_late_rows_reach_the_marts_and_the_report_then_a_full_refresh_reprices_all_history(
+        dagster_instance, spark_cluster, tmp_path):
+    """Late messages and changed conversations, found by the change-capture sensor, rebuilt on Spark; the daily
+    report read from the published marts; then, on the same warehouse (one build: the Spark tests are CI's
+    longest), a price change and a full refresh."""
+    out = tmp_path / "reports"
+    report_settings = {"BOTFLOW_REPORTS_DIR": str(out), "BOTFLOW_REPORT_WAIT_MINUTES": "0",
+                       "BOTFLOW_REPORT_RECIPIENTS": str(tmp_path / "none.toml")}
+    with scoped_environment(report_settings), \
+            built_on_spark(dagster_instance, "spark_cc", change_capture.START, seed=21) as scenario:
         change_capture.changes_reach_the_marts_once(scenario, dagster_instance)
+        reports.daily_platform_report_equals_the_oracle(scenario, dagster_instance, "2026-06-02",
+                                                        change_capture.START, 3, out)
         idempotency.full_refresh_reprices_all_history(scenario, dagster_instance, change_capture.START)
 
 
