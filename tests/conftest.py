@@ -308,11 +308,10 @@ class Inbox:
 # test session, started on first use, with its metastore in a database of its own
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory) -> Iterator:
-    """The cluster BOTFLOW_ENGINE=spark runs on, for the module that uses it (test_spark_engine.py; its settings
-    stay in the environment meanwhile: they concern only the Spark engine). Stopped after it with this process's
-    driver JVM: idle, the JVMs still took a share of the 2 cores from the modules that ran after them."""
+    """The cluster BOTFLOW_ENGINE=spark runs on, for the rest of the session (its settings stay in the
+    environment: they concern only the Spark engine)."""
     from dagster_project.core.settings import scoped_environment
     from dagster_project.transform.spark.cluster import SparkCluster
 
@@ -335,18 +334,8 @@ def stop_spark_session() -> None:
     import sys
 
     pyspark = sys.modules.get("pyspark")
-    if pyspark is None:
-        return
-    if pyspark.SparkContext._active_spark_context is not None:
+    if pyspark is not None and pyspark.SparkContext._active_spark_context is not None:
         pyspark.SparkContext._active_spark_context.stop()
-    gateway = pyspark.SparkContext._gateway  # the driver's JVM, which outlives the context
-    if gateway is not None:
-        process = getattr(gateway, "proc", None)
-        gateway.shutdown()
-        pyspark.SparkContext._gateway = pyspark.SparkContext._jvm = None
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def engine_environment(engine: str) -> AbstractContextManager[None]:

@@ -16,15 +16,23 @@ def spark_session(cluster: SparkCluster, app_name: str = "botflow") -> Any:
     if not cluster.is_running():
         raise ConfigError(f"no Spark master answers on {cluster.master_url}: start it with `botflow spark up`")
     publish(cluster.environment())  # read by the JVM that pyspark launches now
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
+
+    active = SparkContext._active_spark_context
+    if active is not None:  # refused before the builder's settings reach the existing session
+        _refuse_another_metastore(active.getConf().get(METASTORE_KEY), cluster.conf()[METASTORE_KEY])
 
     builder = SparkSession.builder.appName(app_name).enableHiveSupport()
     for key, value in cluster.conf().items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    metastore, wanted = session.sparkContext.getConf().get(METASTORE_KEY), cluster.conf()[METASTORE_KEY]
+    _refuse_another_metastore(session.sparkContext.getConf().get(METASTORE_KEY), cluster.conf()[METASTORE_KEY])
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _refuse_another_metastore(metastore: str | None, wanted: str) -> None:
     if metastore != wanted:
         raise ConfigError(f"this process's Spark session uses the metastore {metastore}, not {wanted}: "
                           "one warehouse per process on the Spark engine")
-    session.sparkContext.setLogLevel("ERROR")
-    return session
