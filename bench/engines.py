@@ -71,7 +71,7 @@ def measure(days: int) -> dict:
     """`botflow run` over the window, then `botflow refresh`, on this process's engine (its environment)."""
     import dagster as dg
 
-    from dagster_project.automation.runner import execute, refresh_marts, run_window
+    from dagster_project.automation.runner import reload_prices_and_refresh_marts, run_window
     from dagster_project.core.settings import Settings, engine
     from dagster_project.definitions import defs
 
@@ -94,21 +94,15 @@ def measure(days: int) -> dict:
             if cluster:
                 result["backfill_stages_s"] = spark_stages(instance)
             say(f"{result['engine']}: full recompute (botflow refresh) ...")
-
-            def refresh() -> None:
-                execute(defs, instance, "dbt_views_job", "reload the price list seed and the views", "the views",
-                        progress=say)
-                refresh_marts(defs, instance, START, end, progress=say)
-
-            result["full_recompute_s"] = round(timed(refresh), 1)
+            result["full_recompute_s"] = round(timed(
+                lambda: reload_prices_and_refresh_marts(defs, instance, START, end, progress=say)), 1)
             if cluster:
                 result["full_recompute_stages_s"] = spark_stages(instance)
     finally:
         if cluster:
-            import pyspark
+            from dagster_project.transform.spark.session import stop_session
 
-            if pyspark.SparkContext._active_spark_context is not None:
-                pyspark.SparkContext._active_spark_context.stop()
+            stop_session()
             cluster.down()
     return result
 

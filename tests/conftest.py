@@ -314,6 +314,7 @@ def spark_cluster(tmp_path_factory) -> Iterator:
     environment: they concern only the Spark engine)."""
     from dagster_project.core.settings import scoped_environment
     from dagster_project.transform.spark.cluster import SparkCluster
+    from dagster_project.transform.spark.session import stop_session
 
     metastore = create_database(f"bf_test_metastore_{RUN_TAG}")
     with scoped_environment({"BOTFLOW_SPARK_DIR": str(tmp_path_factory.mktemp("spark")),
@@ -323,19 +324,9 @@ def spark_cluster(tmp_path_factory) -> Iterator:
             cluster.up(progress=lambda _line: None)
             yield cluster
         finally:
-            stop_spark_session()
+            stop_session()
             cluster.down()
             drop_database(f"bf_test_metastore_{RUN_TAG}")
-
-
-def stop_spark_session() -> None:
-    """Stop this process's Spark session, if a run started one, so that its executors leave the cluster
-    before the workers stop."""
-    import sys
-
-    pyspark = sys.modules.get("pyspark")
-    if pyspark is not None and pyspark.SparkContext._active_spark_context is not None:
-        pyspark.SparkContext._active_spark_context.stop()
 
 
 def engine_environment(engine: str) -> AbstractContextManager[None]:

@@ -123,6 +123,14 @@ def refresh_marts(
     return run_steps(defs, instance, steps, Window.days(start, end), "a full refresh", progress)
 
 
+def reload_prices_and_refresh_marts(defs: dg.Definitions, instance: dg.DagsterInstance, start: date, end: date,
+                                    progress: Callable[[str], None] = print) -> None:
+    """`botflow refresh`: the price list seed (and the views) reloaded, then every mart rebuilt (refresh_marts)."""
+    execute(defs, instance, "dbt_views_job", "[0/2] reload the price list seed and the views", "the views",
+            progress=progress)
+    refresh_marts(defs, instance, start, end, progress=progress)
+
+
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:  # the first error, not "exceeded max retries"
         error = getattr(event.event_specific_data, "error", None)

@@ -236,13 +236,11 @@ def cmd_refresh(args) -> int:
     _check_databases(settings)
     import dagster as dg
 
-    from dagster_project.automation.runner import execute, refresh_marts
+    from dagster_project.automation.runner import reload_prices_and_refresh_marts
     from dagster_project.definitions import defs
 
     with dg.DagsterInstance.get() as instance:
-        execute(defs, instance, "dbt_views_job", "[0/2] reload the price list seed and the views", "the views",
-                progress=_progress)
-        refresh_marts(defs, instance, args.start, args.end, progress=_progress)
+        reload_prices_and_refresh_marts(defs, instance, args.start, args.end, progress=_progress)
     return 0
 
 

@@ -36,3 +36,13 @@ def _refuse_another_metastore(metastore: str | None, wanted: str) -> None:
     if metastore != wanted:
         raise ConfigError(f"this process's Spark session uses the metastore {metastore}, not {wanted}: "
                           "one warehouse per process on the Spark engine")
+
+
+def stop_session() -> None:
+    """Stop this process's Spark session, if one was started, so that its executors leave the cluster before
+    the workers stop."""
+    import sys
+
+    pyspark = sys.modules.get("pyspark")
+    if pyspark is not None and pyspark.SparkContext._active_spark_context is not None:
+        pyspark.SparkContext._active_spark_context.stop()
