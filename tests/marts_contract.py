@@ -10,6 +10,9 @@ CONVERSATION_METRICS = [
     "p95_response_time_ms", "p99_response_time_ms", "successful_responses", "failed_responses",
     "fallback_responses", "handoff_triggered", "knowledge_base_hits", "knowledge_base_misses",
     "tokens_used", "estimated_cost_usd", "resolution_status", "customer_satisfaction",
+    # Service metrics (second edition)
+    "first_response_time_ms", "first_response_business_ms", "resolution_time_secs", "resolution_business_secs",
+    "sla_first_response_met",
 ]
 BOT_PERFORMANCE_METRICS = [
     "id", "bot_id", "organization_id", "date", "total_conversations", "total_messages",
@@ -18,6 +21,8 @@ BOT_PERFORMANCE_METRICS = [
     "knowledge_base_hit_rate", "avg_tokens_per_conversation", "total_tokens_used", "total_cost_usd",
     "cost_per_conversation_usd", "avg_conversation_duration_secs", "avg_messages_per_conversation",
     "customer_satisfaction_avg",
+    # Service metrics (second edition)
+    "first_response_p50_ms", "first_response_p95_ms", "sla_met_rate",
 ]
 USAGE_ANALYTICS = [
     "id", "organization_id", "hour", "messages_sent", "messages_received", "conversations_started",

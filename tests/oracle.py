@@ -10,12 +10,14 @@ digits, then rounds half away from zero - as the contract says: "exactly what pe
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import math
 import os
 import uuid
+import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -23,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-PRICES_CSV = Path(__file__).resolve().parent.parent / "dbt" / "seeds" / "llm_prices.csv"
+SEEDS = Path(__file__).resolve().parent.parent / "dbt" / "seeds"
+PRICES_CSV = SEEDS / "llm_prices.csv"
 DIRECTIONS = {"inbound", "outbound"}
 STATUSES = {"active", "resolved", "escalated"}
 OUTCOMES = {"success", "failed", "fallback"}
@@ -85,6 +88,7 @@ class Valid:
     api_events: pd.DataFrame
     bots: pd.DataFrame
     rejected: dict[str, set]  # table -> ids of rejected rows
+    organizations: pd.DataFrame | None = None
 
 
 OLDEST = datetime(1, 1, 1, tzinfo=UTC)
@@ -172,7 +176,7 @@ def validate(src: dict[str, pd.DataFrame], now: datetime) -> Valid:
             ev_rows.append(e)
         else:
             rejected["api_events"].add(e["id"])
-    return Valid(conversations, messages, pd.DataFrame(ev_rows, dtype=object), bots, rejected)
+    return Valid(conversations, messages, pd.DataFrame(ev_rows, dtype=object), bots, rejected, src["organizations"])
 
 
 def load_prices() -> dict[str, list[tuple[datetime, Decimal, Decimal]]]:
@@ -278,6 +282,7 @@ def conversation_metrics(valid: Valid, window: Window) -> dict:
             "estimated_cost_usd": half_up(sum((m["cost"] for m in msgs), Decimal(0)), 6),
             "resolution_status": c["status"],
             "customer_satisfaction": c["customer_satisfaction"],
+            **service_times(valid, c, msgs),
         }
     return rows
 
@@ -288,6 +293,7 @@ def _utc_date(ts) -> date:
 
 def bot_performance_metrics(valid: Valid, window: Window) -> dict:
     messages, conversations = in_scope(valid, window)
+    per_conversation = conversation_metrics(valid, window)
     bot_org = dict(zip(valid.bots["id"], valid.bots["organization_id"], strict=True))
     keys = {(m["bot_id"], _utc_date(m["created_at"])) for m in messages}
     for c in conversations.values():
@@ -337,6 +343,8 @@ def bot_performance_metrics(valid: Valid, window: Window) -> dict:
                 half_up(Fraction(sum(durations), len(durations)))),
             "avg_messages_per_conversation": ratio(len(msgs), active, 2),
             "customer_satisfaction_avg": None if not rated else half_up(Fraction(sum(rated), len(rated)), 2),
+            **first_response_stats([r for r in per_conversation.values()
+                                    if r["bot_id"] == bot and _utc_date(r["started_at"]) == day]),
         }
     return rows
 
@@ -387,3 +395,111 @@ def usage_analytics(valid: Valid, window: Window, phones: dict) -> dict:
 
 def phone_map(src: dict[str, pd.DataFrame]) -> dict:
     return dict(zip(src["conversations"]["id"], src["conversations"]["customer_phone"], strict=True))
+
+
+# -- service metrics (metrics.md "Service metrics (second edition)") -----------------------------------
+@dataclass
+class Schedule:
+    """The seeds business_hours, holidays and sla_targets, read from their CSV files."""
+    hours: dict[str, dict[int, list[tuple[int, int]]]]  # organization -> iso weekday -> [(opens, closes) minutes]
+    holidays: set[tuple[str, date]]
+    targets: dict[str, int]  # organization -> first_response_secs
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+@functools.cache
+def load_schedule(seeds: Path = SEEDS) -> Schedule:
+    hours: dict = {}
+    with (seeds / "business_hours.csv").open() as f:
+        for row in csv.DictReader(f):
+            day = hours.setdefault(row["organization_id"], {}).setdefault(int(row["iso_weekday"]), [])
+            day.append((_minutes(row["opens"]), _minutes(row["closes"])))
+    with (seeds / "holidays.csv").open() as f:
+        holidays = {(row["organization_id"], date.fromisoformat(row["local_date"])) for row in csv.DictReader(f)}
+    with (seeds / "sla_targets.csv").open() as f:
+        targets = {row["organization_id"]: int(row["first_response_secs"]) for row in csv.DictReader(f)}
+    return Schedule(hours, holidays, targets)
+
+
+@functools.cache
+def _known_zones() -> dict[str, str]:
+    return {z.lower(): z for z in zoneinfo.available_timezones()}
+
+
+def zone_of(name) -> zoneinfo.ZoneInfo:
+    """The organization's zone; a name no zone has (in any case) is UTC (repair organization_timezone_unknown)."""
+    canonical = _known_zones().get(str(name).lower()) if name is not None else None
+    return zoneinfo.ZoneInfo(canonical) if canonical else zoneinfo.ZoneInfo("UTC")
+
+
+def local_to_utc(day: date, minute: int, tz: zoneinfo.ZoneInfo) -> datetime:
+    """PostgreSQL's `timestamp at time zone tz`: a wall time in a gap takes the offset before the gap, one in
+    an overlap the offset after it (the later instant)."""
+    wall = datetime.combine(day, time()) + timedelta(minutes=minute)
+    later = wall.replace(tzinfo=tz, fold=1)
+    if later.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall:
+        return later.astimezone(UTC)
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+def _micros(delta: timedelta) -> int:
+    return delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds
+
+
+def business_micros(schedule: Schedule, org: str, tz: zoneinfo.ZoneInfo, a: datetime, b: datetime) -> int:
+    """The microseconds of [a, b) the organization is open, walking its local dates one by one."""
+    days = schedule.hours.get(str(org))
+    if days is None:
+        return _micros(b - a)
+    total = 0
+    day, last = a.astimezone(tz).date(), b.astimezone(tz).date()
+    while day <= last:
+        if (str(org), day) not in schedule.holidays:
+            for opens, closes in days.get(day.isoweekday(), []):
+                lo, hi = max(a, local_to_utc(day, opens, tz)), min(b, local_to_utc(day, closes, tz))
+                if hi > lo:
+                    total += _micros(hi - lo)
+        day += timedelta(days=1)
+    return total
+
+
+def service_times(valid: Valid, c: dict, msgs: list[dict], schedule: Schedule | None = None) -> dict:
+    """The columns conversation_metrics gained, for conversation `c` and its messages."""
+    schedule = schedule or load_schedule()
+    zones = dict(zip(valid.organizations["id"], valid.organizations["timezone"], strict=True))
+    tz = zone_of(zones.get(c["organization_id"]))
+    org = c["organization_id"]
+    inbound = [m["created_at"] for m in msgs if m["direction"] == "inbound"]
+    first_in = min(inbound) if inbound else None
+    replies = [m["created_at"] for m in msgs if m["direction"] == "outbound" and first_in is not None
+               and m["created_at"] > first_in]
+    first_reply = min(replies) if replies else None
+    first_ms = business_ms = None
+    if first_reply is not None:
+        first_ms = _micros(first_reply - first_in) // 1000
+        business_ms = business_micros(schedule, org, tz, first_in, first_reply) // 1000
+    resolved = c["status"] == "resolved" and c["ended_at"] is not None
+    target = schedule.targets.get(str(org))
+    return {
+        "first_response_time_ms": first_ms,
+        "first_response_business_ms": business_ms,
+        "resolution_time_secs": _seconds(c["ended_at"] - c["started_at"]) if resolved else None,
+        "resolution_business_secs": business_micros(schedule, org, tz, c["started_at"], c["ended_at"]) // 1_000_000
+        if resolved else None,
+        "sla_first_response_met": None if target is None or business_ms is None else business_ms <= 1000 * target,
+    }
+
+
+def first_response_stats(rows: list[dict]) -> dict:
+    """bot_performance_metrics' added columns over the conversation_metrics rows of a bot and date."""
+    times = [r["first_response_time_ms"] for r in rows if r["first_response_time_ms"] is not None]
+    verdicts = [r["sla_first_response_met"] for r in rows if r["sla_first_response_met"] is not None]
+    return {
+        "first_response_p50_ms": percentile_ms(times, 0.5),
+        "first_response_p95_ms": percentile_ms(times, 0.95),
+        "sla_met_rate": rate(sum(verdicts), len(verdicts)),
+    }

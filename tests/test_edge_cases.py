@@ -4,6 +4,12 @@ Covers: empty hours, a conversation across midnight, replies with a null respons
 with no earlier inbound message, a reply at the same instant as an inbound message, ties for
 most_active_bot_id, CSAT outside 1..5, a bot with no replies (rates with zero denominators), a model
 without a price, and every "Bad rows" rule (the row is in quarantine with its rule, and in no mart).
+
+Service metrics (the demo organizations of the seeds business_hours, holidays and sla_targets): a first
+inbound after a bot greeting, a reply at the same instant as it, a conversation across a holiday and a
+weekend, a lunch break of a split shift, a +05:30 zone, a resolution across the 25-hour day of a clock
+change, an unknown zone (repaired to UTC), an organization with no schedule and one with no target, a
+first response exactly at its SLA target. (A 23-hour day: the dbt unit tests of conversation_metrics.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,14 @@ BOT_3 = uuid.UUID("0b000000-0000-0000-0000-000000000003")  # unpriced model, org
 MISSING = uuid.UUID("0f000000-0000-0000-0000-00000000dead")
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before the first partition (BOTFLOW_PARTITIONS_START)
+# the demo organizations of the service-metric seeds (dbt/seeds), with a bot each
+ACME = uuid.UUID("77443c4a-3787-f649-c1c2-d4c01a64d8ef")  # Johannesburg; Mon-Fri 8-17, Sat 8-13; 3 s SLA
+GLOBEX = uuid.UUID("fedf0e6f-0f61-8e1f-fc15-40abdde3649a")  # London; Mon-Fri 9-12:30 + 13:30-18, Sun; 1 s
+INITECH = uuid.UUID("12757510-c6a6-508e-3ee0-593a3a9dda7c")  # no schedule (always open); 2 s SLA
+UMBRELLA = uuid.UUID("a861c15f-20ca-b3e7-449a-54d45d2849e9")  # Kolkata (+05:30); Mon-Sat 9-21; no SLA
+SERVICE_ORGS = {ACME: "Africa/Johannesburg", GLOBEX: "Europe/London", INITECH: "Mars/Olympus",  # unknown zone
+                UMBRELLA: "Asia/Kolkata"}
+BOT_OF = {org: uuid.UUID(f"0b000000-0000-0000-0000-00000000010{i}") for i, org in enumerate(SERVICE_ORGS)}
 
 
 def cid(n: int) -> uuid.UUID:
@@ -57,6 +71,15 @@ CONVERSATIONS = {
     14: (ORG_A, BOT_1, "+27820000014", "active", FUTURE, None, None, None, "conversation_started_at_future"),
     15: (ORG_A, BOT_1, "+27820000015", "resolved", at(12), at(11), None, None, "conversation_ended_before_started"),
     16: (ORG_A, BOT_1, "+27820000016", "active", EPOCH, None, None, None, "conversation_started_at_before_partitions"),
+    # service metrics (2026-04-01 is a Wednesday)
+    30: (ACME, BOT_OF[ACME], "+27820000030", "resolved", at(38), datetime(2026, 4, 6, 7, tzinfo=UTC), None, None,
+         None),  # Thu 16:00 local to Mon 09:00: Fri 3 April a holiday, then a weekend; 7 business hours
+    31: (ACME, BOT_OF[ACME], "+27820000031", "active", at(6), None, None, None, None),  # greeting first
+    32: (UMBRELLA, BOT_OF[UMBRELLA], "+27820000032", "resolved", at(2, minutes=59), at(4), None, None, None),
+    33: (GLOBEX, BOT_OF[GLOBEX], "+27820000033", "resolved", at(34), datetime(2026, 10, 26, 9, tzinfo=UTC), None,
+         None, None),  # open until Monday 26 October: Sunday 25 October lasts 25 hours
+    34: (GLOBEX, BOT_OF[GLOBEX], "+27820000034", "escalated", at(11), at(13), None, None, None),  # lunch break
+    35: (INITECH, BOT_OF[INITECH], "+27820000035", "active", at(20), None, None, None, None),
 }
 
 # message id -> (conversation, direction, created, response_time_ms, outcome, kb, model, prompt,
@@ -85,6 +108,21 @@ MESSAGES = {
     # conversation 4: a bot whose replies have no outcome and no lookup, with an unpriced model
     16: (4, "inbound", at(14), None, None, None, None, 0, 0, None),
     17: (4, "outbound", at(14, seconds=3), None, None, None, None, 300, 30, None),
+    # service metrics
+    40: (30, "inbound", at(38, minutes=59, seconds=59), None, None, None, None, 0, 0, None),  # 16:59:59 local
+    41: (30, "outbound", at(39, seconds=3), None, "success", None, None, 10, 10, None),  # 1 s before closing
+    42: (31, "outbound", at(6), None, "success", None, None, 10, 10, None),  # a greeting, before any inbound
+    43: (31, "inbound", at(6, seconds=10), None, None, None, None, 0, 0, None),
+    44: (31, "outbound", at(6, seconds=10), None, "success", None, None, 10, 10, None),  # same instant: not after
+    45: (31, "outbound", at(6, seconds=15), None, "success", None, None, 10, 10, None),  # 5 s: misses 3 s
+    46: (32, "inbound", at(3), None, None, None, None, 0, 0, None),  # 08:30 in Kolkata, before opening
+    47: (32, "outbound", at(3, minutes=45), None, "success", None, None, 10, 10, None),  # 09:15: 15 business min
+    48: (33, "inbound", at(34), None, None, None, None, 0, 0, None),
+    49: (33, "outbound", at(34, seconds=1, microseconds=999), None, "success", None, None, 10, 10, None),
+    50: (34, "inbound", at(11), None, None, None, None, 0, 0, None),  # 12:00 in London (BST)
+    51: (34, "outbound", at(12, minutes=45), None, "fallback", None, None, 10, 10, None),  # 13:45: 45 business min
+    52: (35, "inbound", at(20), None, None, None, None, 0, 0, None),
+    53: (35, "outbound", at(20, seconds=2), None, "success", None, None, 10, 10, None),  # exactly at the target
     # bad messages, one per rule
     20: (2, "sideways", at(10, minutes=6), None, None, None, None, 0, 0, "message_direction_unknown"),
     21: (2, "inbound", None, None, None, None, None, 0, 0, "message_created_at_invalid"),
@@ -128,6 +166,11 @@ def build_edge_cases(scenario, dagster_instance, engine: str = "postgres"):
     with scenario.source() as conn:
         create_source_tables(conn, "public")
         conn.execute("insert into organizations (id, name) values (%s, 'A'), (%s, 'B')", (ORG_A, ORG_B))
+        for org, zone in SERVICE_ORGS.items():
+            conn.execute("insert into organizations (id, name, timezone, created_at) values (%s, %s, %s, %s)",
+                         (org, zone, zone, D))
+            conn.execute("insert into bots (id, organization_id, name, llm_model) values (%s, %s, %s, 'gpt-4o-mini')",
+                         (BOT_OF[org], org, f"bot of {zone}"))
         conn.execute(
             "insert into bots (id, organization_id, name, llm_model) values "
             "(%s, %s, 'one', 'gpt-4o-mini'), (%s, %s, 'two', 'gpt-4o'), (%s, %s, 'three', 'no-price-model')",
@@ -233,8 +276,36 @@ def test_repairs_are_counted_per_rule_and_partition(edge):
         ("message_response_time_negative", at(10)): 1,
         ("message_inbound_fields_ignored", at(10)): 1,
         ("message_tokens_invalid", at(10)): 1,
+        ("organization_timezone_unknown", D): 1,  # Mars/Olympus
     }
     assert set(REPAIR_RULES) == {rule for rule, _ in repairs}
+
+
+def test_service_metrics_in_business_time(edge):
+    """Worked by hand from the seeds (the oracle, which walks local dates with zoneinfo, agrees: above)."""
+    scenario, *_ = edge
+    convs = mart_rows(scenario.warehouse_url, "marts.conversation_metrics")
+
+    def service(n: int) -> tuple:
+        row = convs[cid(n)]
+        return tuple(row[c] for c in ("first_response_time_ms", "first_response_business_ms", "resolution_time_secs",
+                                      "resolution_business_secs", "sla_first_response_met"))
+
+    # Thu 16:59:59 to 17:00:03 local: 1 business second, within 3 s; resolved after a holiday and a weekend:
+    # Thu 16-17, Sat 8-13, Mon 8-9 local = 7 h
+    assert service(30) == (4000, 1000, 3 * 86400 + 17 * 3600, 7 * 3600, True)
+    assert service(31) == (5000, 5000, None, None, False)  # greeting and same-instant reply skipped; 5 s > 3 s
+    assert service(32) == (45 * 60_000, 15 * 60_000, 61 * 60, 30 * 60, None)  # +05:30; Umbrella has no SLA
+    assert service(34) == (105 * 60_000, 45 * 60_000, None, None, False)  # the lunch hour is not business time
+    assert service(35) == (2000, 2000, None, None, True)  # no schedule: business = wall; exactly 2 s is met
+    globex = convs[cid(33)]
+    assert globex["first_response_business_ms"] == 1000  # 1.000999 s, truncated
+    with scenario.warehouse() as conn:
+        assert conn.execute("select timezone from raw.organizations where id = %s", (INITECH,)).fetchone() == ("UTC",)
+    bots = mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics")
+    acme = bots[(BOT_OF[ACME], D.date())]  # conversation 31 only (30 started on the 2nd)
+    assert (acme["first_response_p50_ms"], acme["first_response_p95_ms"], acme["sla_met_rate"]) == (5000, 5000, 0)
+    assert bots[(BOT_OF[UMBRELLA], D.date())]["sla_met_rate"] is None  # no target: no verdict
 
 
 def test_unparsable_timestamps_become_null(edge):

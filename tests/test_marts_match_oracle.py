@@ -12,7 +12,7 @@ from pathlib import Path
 import oracle
 import pytest
 from conftest import build_window, engine_environment, fetch_table
-from marts_contract import assert_equal_to_oracle, mart_rows
+from marts_contract import CONVERSATION_METRICS, assert_equal_to_oracle, mart_rows
 
 from dagster_project.dev.simulate import simulate
 
@@ -63,7 +63,16 @@ def test_conversation_metrics_equal_oracle(marts_built):
     assert len(expected) > 300
     compared = assert_equal_to_oracle(
         "marts.conversation_metrics", mart_rows(scenario.warehouse_url, "marts.conversation_metrics"), expected)
-    assert compared == len(expected) * 24
+    assert compared == len(expected) * len(CONVERSATION_METRICS)
+    # the service metrics' cases occur in the simulated traffic: met and missed SLAs, no verdict (no target,
+    # or no first response), business time shorter than wall time (closed hours, a holiday), and equal to it
+    rows = expected.values()
+    assert {r["sla_first_response_met"] for r in rows} == {True, False, None}
+    timed = [r for r in rows if r["first_response_time_ms"] is not None]
+    assert any(r["first_response_business_ms"] < r["first_response_time_ms"] for r in timed)
+    assert any(r["first_response_business_ms"] == r["first_response_time_ms"] > 0 for r in timed)
+    resolved = [r for r in rows if r["resolution_time_secs"] is not None]
+    assert any(r["resolution_business_secs"] < r["resolution_time_secs"] for r in resolved)
 
 
 def test_bot_performance_metrics_equal_oracle(marts_built):

@@ -43,6 +43,7 @@ REPAIR_RULES = {
     "message_inbound_fields_ignored": "outcome, knowledge_base_hit, llm_model, response time and tokens "
     "on an inbound message are ignored",
     "message_tokens_invalid": "negative (or null) token counts are treated as 0",
+    "organization_timezone_unknown": "an organizations.timezone that names no known time zone is treated as UTC",
 }
 
 # Duplicate keys. The source enforces no key: several rows may share an id. The newest `updated_at`
@@ -281,7 +282,8 @@ def _replace_versions(table: str) -> str:
 LOAD = [
     (None, """
     insert into raw.organizations (id, name, timezone, created_at, _run_id)
-    select id, name, timezone, raw.try_timestamptz(created_at), %(run_id)s from land_organizations
+    select id, name, coalesce(raw.known_timezone(timezone), 'UTC'), raw.try_timestamptz(created_at), %(run_id)s
+    from land_organizations
     on conflict (id) do update set name = excluded.name, timezone = excluded.timezone,
       created_at = excluded.created_at, _run_id = excluded._run_id, _loaded_at = now()
     where (raw.organizations.name, raw.organizations.timezone, raw.organizations.created_at)
@@ -349,6 +351,8 @@ where h.hour is not null and not (h.hour >= %(lo)s and h.hour < %(hi)s)
 on conflict (hour) do nothing
 """
 
+# a zone name PostgreSQL does not know (any case), or none: the organization's times are read in UTC
+ORGANIZATION_TIMEZONE_UNKNOWN = "raw.known_timezone(timezone) is null"
 _IN_WINDOW = "{ts} >= %(lo)s and {ts} < %(hi)s"
 # the superseded versions this window answers for: its own, those swept up (no or a future event
 # time), and those of bots and organizations (landed by every window, recorded with no partition)
@@ -397,6 +401,14 @@ QUARANTINE_AND_REPAIRS = [
       from v_messages where rejected_by is null
     ) r group by 1, 2, 3
     """,
+    # organizations are landed whole by every run: their repairs are recounted whole, in the hour each was created
+    "delete from raw.repairs where source_table = 'organizations'",
+    f"""
+    insert into raw.repairs (source_table, rule, partition_hour, repaired_rows, run_id)
+    select 'organizations', 'organization_timezone_unknown',
+      date_trunc('hour', coalesce(raw.try_timestamptz(created_at), 'epoch'), 'UTC'), count(*), %(run_id)s
+    from land_organizations where {ORGANIZATION_TIMEZONE_UNKNOWN} group by 3
+    """,
 ]
 
 # (rule, swept, rows): swept rows (null or future timestamps) are seen again by every run
@@ -416,5 +428,7 @@ REPAIRED_COUNTS = """
 select rule, count(*)::int from (
   select unnest(repaired_rules) as rule from v_conversations where rejected_by is null and role = 'own'
   union all select unnest(repaired_rules) from v_messages where rejected_by is null
+  union all select 'organization_timezone_unknown' from land_organizations
+  where """ + ORGANIZATION_TIMEZONE_UNKNOWN + """
 ) r group by 1 order by 1
 """

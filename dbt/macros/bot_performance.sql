@@ -2,7 +2,8 @@
   bot_performance_metrics over [lo, hi), one row per bot and period.
   period='day': per UTC date (the mart); period='range': one row per bot for the whole range
   (marts.get_bot_performance_summary). Both use this one query, so the function and the mart
-  can never disagree. `rel` maps messages / replies / conversations / bots to relations.
+  can never disagree. `rel` maps messages / replies / conversations / conversation_metrics / bots to relations
+  (first responses and SLA verdicts are read from conversation_metrics, their one definition).
 #}
 {% macro bot_performance_select(rel, lo, hi, period='day', bot_filter='true') -%}
 with messages_in_range as (
@@ -49,6 +50,15 @@ handoffs as (
     where {{ in_window('handoff_at', lo, hi) }} and {{ bot_filter }}
     group by 1, 2
 ),
+first_responses as (
+    select bot_id, {{ period_of('started_at', period) }} as period,
+      {{ metric('first_response_p50_ms') }} as first_response_p50_ms,
+      {{ metric('first_response_p95_ms') }} as first_response_p95_ms,
+      {{ metric('sla_met_rate') }} as sla_met_rate
+    from {{ rel.conversation_metrics }}
+    where {{ in_window('started_at', lo, hi) }} and {{ bot_filter }}
+    group by 1, 2
+),
 active_keys as (
     select bot_id, period from message_stats
     union select bot_id, period from started
@@ -81,12 +91,16 @@ select
   {{ ratio('coalesce(r.total_cost, 0)', 'm.active_conversations', 6) }}::numeric(10, 6) as cost_per_conversation_usd,
   round(e.avg_duration_secs)::integer as avg_conversation_duration_secs,
   {{ ratio('coalesce(m.total_messages, 0)', 'm.active_conversations', 2) }}::numeric(5, 2) as avg_messages_per_conversation,
-  round(e.satisfaction_avg, 2)::numeric(3, 2) as customer_satisfaction_avg
+  round(e.satisfaction_avg, 2)::numeric(3, 2) as customer_satisfaction_avg,
+  f.first_response_p50_ms,
+  f.first_response_p95_ms,
+  f.sla_met_rate::numeric(5, 2) as sla_met_rate
 from active_keys k
 left join message_stats m on m.bot_id = k.bot_id and m.period = k.period
 left join reply_stats r on r.bot_id = k.bot_id and r.period = k.period
 left join started s on s.bot_id = k.bot_id and s.period = k.period
 left join ended e on e.bot_id = k.bot_id and e.period = k.period
 left join handoffs h on h.bot_id = k.bot_id and h.period = k.period
+left join first_responses f on f.bot_id = k.bot_id and f.period = k.period
 left join {{ rel.bots }} b on b.bot_id = k.bot_id
 {%- endmacro %}

@@ -8,6 +8,7 @@
       'messages': 'intermediate.int_messages',
       'replies': 'marts.fct_bot_replies',
       'conversations': 'staging.stg_botflow__conversations',
+      'conversation_metrics': 'marts.conversation_metrics',
       'bots': 'staging.stg_botflow__bots',
       'api_events': 'staging.stg_botflow__api_events',
   }) }}
@@ -17,7 +18,8 @@
   {% if execute and target.type == 'postgres' %}{# Spark's marts are published into PostgreSQL, where these live #}
   {% set replies = adapter.get_relation(database=target.database, schema='marts', identifier='fct_bot_replies') %}
   {% set messages = adapter.get_relation(database=target.database, schema='intermediate', identifier='int_messages') %}
-  {% if replies is not none and messages is not none %}
+  {% set conversations = adapter.get_relation(database=target.database, schema='marts', identifier='conversation_metrics') %}
+  {% if replies is not none and messages is not none and conversations is not none %}
   {% set rel = mart_relations() %}
   {% set from_date = "(p_from_date::timestamp at time zone 'UTC')" %}
   {% set to_date = "((p_to_date + 1)::timestamp at time zone 'UTC')" %}
@@ -43,7 +45,8 @@ returns table (bot_id uuid, organization_id uuid, total_conversations integer, t
   knowledge_base_hit_rate numeric(5, 2), avg_tokens_per_conversation integer, total_tokens_used bigint,
   total_cost_usd numeric(10, 2), cost_per_conversation_usd numeric(10, 6),
   avg_conversation_duration_secs integer, avg_messages_per_conversation numeric(5, 2),
-  customer_satisfaction_avg numeric(3, 2))
+  customer_satisfaction_avg numeric(3, 2), first_response_p50_ms bigint, first_response_p95_ms bigint,
+  sla_met_rate numeric(5, 2))
 language sql stable as $fn$
 {{ bot_performance_select(rel, from_date, to_date, period='range', bot_filter='bot_id = p_bot_id') }}
 $fn$;

@@ -10,5 +10,6 @@
     'messages': ref('int_messages'),
     'replies': ref('fct_bot_replies'),
     'conversations': ref('stg_botflow__conversations'),
+    'conversation_metrics': ref('conversation_metrics'),
     'bots': ref('stg_botflow__bots'),
 }, window_start(), window_end(), period='day') }}

@@ -17,7 +17,7 @@ from dagster_project.transform.spark.publish import ensure_serving_tables, mart_
 from dagster_project.transform.spark.session import spark_session
 
 # what dbt-spark builds besides the marts: the views the marts read (the dims stay views in PostgreSQL; the price
-# list is landed from the warehouse, land.PRICE_LIST)
+# list is landed from the warehouse, land.REFERENCE_TABLES)
 UPSTREAM = ["staging", "intermediate"]
 
 

@@ -32,12 +32,17 @@ RAW_TABLES: dict[str, str | None] = {
     "api_events": "occurred_at",
 }
 PARTITION_COLUMN = "landed_date"
-# the price list the warehouse holds (dbt's seed on PostgreSQL, reloaded by the views asset and `botflow
-# refresh`), landed whole in the seed's place on Spark: both engines price with the same rows. Its Spark
-# types: the seed's (dbt/seeds/_seeds.yml), exact decimals.
-PRICE_LIST = ("reference.llm_prices", {"model": "string", "effective_from": "timestamp",
-                                       "prompt_price_per_1k": "decimal(20, 10)",
-                                       "completion_price_per_1k": "decimal(20, 10)"})
+# The reference tables the warehouse holds (dbt's seeds on PostgreSQL, reloaded by the views asset and
+# `botflow refresh`), landed whole in the seeds' place on Spark: both engines price and measure business
+# time with the same rows. Their Spark types: the seeds' (dbt/seeds/_seeds.yml), prices as exact decimals.
+REFERENCE_TABLES = {
+    "reference.llm_prices": {"model": "string", "effective_from": "timestamp",
+                             "prompt_price_per_1k": "decimal(20, 10)", "completion_price_per_1k": "decimal(20, 10)"},
+    "reference.business_hours": {"organization_id": "string", "iso_weekday": "int", "opens": "string",
+                                 "closes": "string"},
+    "reference.holidays": {"organization_id": "string", "local_date": "date"},
+    "reference.sla_targets": {"organization_id": "string", "first_response_secs": "int"},
+}
 
 
 # The days of messages a window's marts read, beyond its own: every message of the conversations it touches
@@ -108,10 +113,10 @@ def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callab
             spark.sql(f"create database {database}")
     days_of = landing_days(warehouse_url, window)
     landed = {}
-    table, types = PRICE_LIST
-    prices = spark.read.jdbc(url, table, properties=properties)
-    prices.select(*(F.col(name).cast(kind).alias(name) for name, kind in types.items())).write.mode(
-        "overwrite").format("parquet").saveAsTable(table)
+    for table, types in REFERENCE_TABLES.items():
+        rows = spark.read.jdbc(url, table, properties=properties)
+        rows.select(*(F.col(name).cast(kind).alias(name) for name, kind in types.items())).write.mode(
+            "overwrite").format("parquet").saveAsTable(table)
     for table, column in RAW_TABLES.items():
         days = days_of.get(table, [])
         if column is None:

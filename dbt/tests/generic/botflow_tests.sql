@@ -42,3 +42,18 @@ select * from {{ model }} where total_messages <> user_messages + bot_messages
 select {{ columns | join(', ') }}, count(*) from {{ model }}
 group by {{ columns | join(', ') }} having count(*) > 1
 {% endtest %}
+
+{# Fails for business_hours rows that are not HH:MM, out of 00:00..24:00, or do not close after they open. #}
+{% test business_hours_are_well_formed(model) %}
+select * from {{ model }}
+where opens !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
+   or closes !~ '^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$'
+   or closes <= opens
+{% endtest %}
+
+{# Fails for rows whose business time (the column) is longer than the wall-clock time `wall` of the same
+   interval, or set while `wall` is not. #}
+{% test business_time_at_most_wall_time(model, column_name, wall) %}
+select * from {{ model }}
+where ({{ column_name }} is not null) <> ({{ wall }} is not null) or {{ column_name }} > {{ wall }}
+{% endtest %}
