@@ -29,10 +29,12 @@ USAGE_ANALYTICS = [
     "conversations_ended", "active_users", "bots_active", "most_active_bot_id", "api_calls_made",
     "webhook_calls_received", "tokens_used", "estimated_cost_usd",
 ]
+RESPONSE_TIME_HISTOGRAM = ["bot_id", "organization_id", "hour", "bucket_lower_ms", "bucket_upper_ms", "replies"]
 MARTS = {
     "marts.conversation_metrics": (CONVERSATION_METRICS, ("conversation_id",)),
     "marts.bot_performance_metrics": (BOT_PERFORMANCE_METRICS, ("bot_id", "date")),
     "marts.usage_analytics": (USAGE_ANALYTICS, ("organization_id", "hour")),
+    "marts.response_time_histogram": (RESPONSE_TIME_HISTOGRAM, ("bot_id", "hour", "bucket_lower_ms")),
 }
 
 

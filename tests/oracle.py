@@ -503,3 +503,23 @@ def first_response_stats(rows: list[dict]) -> dict:
         "first_response_p95_ms": percentile_ms(times, 0.95),
         "sla_met_rate": rate(sum(verdicts), len(verdicts)),
     }
+
+
+BUCKET_EDGES_MS = [0, 250, 500, 1000, 2000, 3000, 5000, 10000, 30000, 60000]  # metrics.md, written out again
+
+
+def response_time_histogram(valid: Valid, window: Window) -> dict:
+    """(bot, hour, bucket lower edge) -> row, over the window's replies that have a response time."""
+    messages, _ = in_scope(valid, window)
+    rows: dict = {}
+    for m in messages:
+        if m["direction"] != "outbound" or m["response_time"] is None:
+            continue
+        lower = max(edge for edge in BUCKET_EDGES_MS if edge <= m["response_time"])
+        upper = next((edge for edge in BUCKET_EDGES_MS if edge > lower), None)
+        key = (m["bot_id"], _hour(m["created_at"]), lower)
+        row = rows.setdefault(key, {"bot_id": m["bot_id"], "organization_id": m["organization_id"],
+                                    "hour": key[1], "bucket_lower_ms": lower, "bucket_upper_ms": upper,
+                                    "replies": 0})
+        row["replies"] += 1
+    return rows

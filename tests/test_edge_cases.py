@@ -207,6 +207,7 @@ def test_all_marts_equal_the_oracle(edge):
         ("marts.conversation_metrics", oracle.conversation_metrics(valid, window)),
         ("marts.bot_performance_metrics", oracle.bot_performance_metrics(valid, window)),
         ("marts.usage_analytics", oracle.usage_analytics(valid, window, oracle.phone_map(src))),
+        ("marts.response_time_histogram", oracle.response_time_histogram(valid, window)),
     ):
         assert_equal_to_oracle(table, mart_rows(scenario.warehouse_url, table), expected)
 
@@ -306,6 +307,11 @@ def test_service_metrics_in_business_time(edge):
     acme = bots[(BOT_OF[ACME], D.date())]  # conversation 31 only (30 started on the 2nd)
     assert (acme["first_response_p50_ms"], acme["first_response_p95_ms"], acme["sla_met_rate"]) == (5000, 5000, 0)
     assert bots[(BOT_OF[UMBRELLA], D.date())]["sla_met_rate"] is None  # no target: no verdict
+    histogram = mart_rows(scenario.warehouse_url, "marts.response_time_histogram")
+    assert (histogram[(BOT_1, at(24), 250)]["bucket_upper_ms"], histogram[(BOT_1, at(24), 250)]["replies"]) == (
+        500, 1)  # 250 ms exactly: [250, 500)
+    assert histogram[(BOT_1, at(24), 3000)]["replies"] == 1  # 3000 ms (the fallback over midnight)
+    assert histogram[(BOT_OF[UMBRELLA], at(3), 60000)]["bucket_upper_ms"] is None  # 45 min: the open bucket
 
 
 def test_unparsable_timestamps_become_null(edge):

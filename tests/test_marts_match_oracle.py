@@ -83,6 +83,14 @@ def test_bot_performance_metrics_equal_oracle(marts_built):
                            mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics"), expected)
 
 
+def test_response_time_histogram_equals_oracle(marts_built):
+    scenario, _, _, valid, window = marts_built
+    expected = oracle.response_time_histogram(valid, window)
+    assert {key[2] for key in expected} >= {250, 500, 1000, 2000, 3000}  # the simulated traffic fills the buckets
+    assert_equal_to_oracle("marts.response_time_histogram",
+                           mart_rows(scenario.warehouse_url, "marts.response_time_histogram"), expected)
+
+
 def test_usage_analytics_equal_oracle(marts_built):
     scenario, _, src, valid, window = marts_built
     expected = oracle.usage_analytics(valid, window, oracle.phone_map(src))
@@ -195,8 +203,11 @@ def test_export_round_trips_through_csv_with_the_marts_values(built, tmp_path):
     for row in exported:
         mart = marts[uuid.UUID(row["conversation_id"])]
         for column in ("total_messages", "p95_response_time_ms", "estimated_cost_usd", "resolution_status",
-                       "customer_satisfaction", "duration_seconds"):
-            expected = "" if mart[column] is None else str(mart[column])
+                       "customer_satisfaction", "duration_seconds", "first_response_time_ms",
+                       "first_response_business_ms", "resolution_time_secs", "resolution_business_secs",
+                       "sla_first_response_met"):
+            value = mart[column]
+            expected = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
             assert row[column] == expected, (column, row[column], expected)
         assert row["customer_phone"].startswith("***") and len(row["customer_phone"]) == 7
 

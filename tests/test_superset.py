@@ -185,6 +185,10 @@ METRICS = {
     "conversations": len,
     "csat": lambda g: avg(g["customer_satisfaction"], 2),
     "handoff_rate": lambda g: rate(int(g["handoff_triggered"].sum()), len(g)),
+    "first_response_p50_ms": lambda g: percentile(g["first_response_time_ms"], 0.5),
+    "first_response_p95_ms": lambda g: percentile(g["first_response_time_ms"], 0.95),
+    "sla_met_rate": lambda g: rate(int((g["sla_first_response_met"] == True).sum()),  # noqa: E712
+                                   int(g["sla_first_response_met"].notna().sum())),
     "messages_sent": lambda g: int(g["messages_sent"].sum()),
     "messages_received": lambda g: int(g["messages_received"].sum()),
     "active_users": lambda g: int(g["active_users"].sum()),

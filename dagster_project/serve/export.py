@@ -29,7 +29,9 @@ QUERIES = {
           m.bot_messages, m.avg_response_time_ms, m.p50_response_time_ms, m.p95_response_time_ms,
           m.p99_response_time_ms, m.successful_responses, m.failed_responses, m.fallback_responses,
           m.knowledge_base_hits, m.knowledge_base_misses, m.tokens_used, m.estimated_cost_usd,
-          m.duration_seconds, m.resolution_status, m.customer_satisfaction, m.conversation_id
+          m.duration_seconds, m.resolution_status, m.customer_satisfaction, m.first_response_time_ms,
+          m.first_response_business_ms, m.resolution_time_secs, m.resolution_business_secs,
+          m.sla_first_response_met::text as sla_first_response_met, m.conversation_id
         from marts.conversation_metrics m
         join marts.dim_bots b on b.bot_id = m.bot_id
         join marts.dim_organizations o on o.organization_id = m.organization_id

@@ -160,7 +160,7 @@ def partitioned_dbt_assets(name: str, select: str, partitions_def, pool: str, de
 
 dbt_hourly = partitioned_dbt_assets(
     "dbt_hourly", "tag:hourly", hourly_partitions, POOL_DBT_HOURLY,
-    "fct_bot_replies and usage_analytics for the partition's hours.",
+    "fct_bot_replies, usage_analytics and response_time_histogram for the partition's hours.",
 )
 dbt_daily = partitioned_dbt_assets(
     "dbt_daily", "tag:daily", daily_partitions, POOL_DBT_DAILY,

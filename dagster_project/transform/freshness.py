@@ -1,6 +1,7 @@
 """Freshness: how fresh each mart must be, as Dagster freshness policies on the mart assets.
 
-- hourly marts (fct_bot_replies, usage_analytics): materialized within the last 2 hours (warn at 1.5 h);
+- hourly marts (fct_bot_replies, usage_analytics, response_time_histogram): materialized within the last 2 hours
+  (warn at 1.5 h);
 - daily marts (conversation_metrics, bot_performance_metrics): materialized between 00:00 and 03:00 UTC
   every day (a build after 03:00 makes the mart fresh again until the next deadline).
 The daemon evaluates the policies (Dagster's freshness daemon, every 30 s) and the UI shows each mart's
@@ -12,7 +13,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-HOURLY_MARTS = [dg.AssetKey(["marts", "fct_bot_replies"]), dg.AssetKey(["marts", "usage_analytics"])]
+HOURLY_MARTS = [dg.AssetKey(["marts", "fct_bot_replies"]), dg.AssetKey(["marts", "usage_analytics"]),
+                dg.AssetKey(["marts", "response_time_histogram"])]
 DAILY_MARTS = [dg.AssetKey(["marts", "conversation_metrics"]), dg.AssetKey(["marts", "bot_performance_metrics"])]
 
 HOURLY_POLICY = dg.FreshnessPolicy.time_window(
