@@ -57,13 +57,14 @@ class OracleFacts:
     messages: list[dict]
     conversations: dict
     usage: list[dict]
+    service: dict  # conversation id -> the oracle's conversation_metrics row (first response, SLA verdict)
 
     @classmethod
     def of(cls, src, valid, start: date = START, days: int = DAYS) -> OracleFacts:
         window = oracle.Window(*bounds(start.isoformat(), days))
         messages, conversations = oracle.in_scope(valid, window)
         usage = list(oracle.usage_analytics(valid, window, oracle.phone_map(src)).values())
-        return cls(messages, conversations, usage)
+        return cls(messages, conversations, usage, oracle.conversation_metrics(valid, window))
 
 
 def expected_kpis(facts: OracleFacts, lo: datetime, hi: datetime, org) -> dict:
@@ -82,6 +83,9 @@ def expected_kpis(facts: OracleFacts, lo: datetime, hi: datetime, org) -> dict:
     rated = [c["customer_satisfaction"] for c in ended if c["customer_satisfaction"] is not None]
     usage = [u for u in facts.usage if lo <= u["hour"] < hi and mine(u)]
     handoffs = sum(c["handoff_at"] is not None or c["status"] == "escalated" for c in started)
+    service = [facts.service[c["id"]] for c in started if c["id"] in facts.service]
+    first_responses = [r["first_response_time_ms"] for r in service if r["first_response_time_ms"] is not None]
+    verdicts = [r["sla_first_response_met"] for r in service if r["sla_first_response_met"] is not None]
 
     def text(value):
         return None if value is None else str(value)
@@ -95,6 +99,8 @@ def expected_kpis(facts: OracleFacts, lo: datetime, hi: datetime, org) -> dict:
         "success_rate": text(oracle.rate(sum(m["outcome"] == "success" for m in with_outcome), len(with_outcome))),
         "handoff_rate": text(oracle.rate(handoffs, len(started))),
         "csat": text(None if not rated else oracle.half_up(Fraction(sum(rated), len(rated)), 2)),
+        "first_response_p50_ms": oracle.percentile_ms(first_responses, 0.5),
+        "sla_met_rate": text(oracle.rate(sum(verdicts), len(verdicts))),
         "tokens": sum(u["tokens_used"] for u in usage),
         "cost_usd": text(oracle.half_up(sum(u["estimated_cost_usd"] for u in usage), 2)),
     }

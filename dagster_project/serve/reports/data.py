@@ -6,6 +6,8 @@ KPIs of a period and scope (the platform, or one organization):
   (exact percentile_cont over the whole period, whole ms; the rate over replies with an outcome);
 - handoff rate: share of the conversations started in the period (conversation_metrics) that were
   handed off; CSAT: average rating of the conversations that ended in the period;
+- first response p50, SLA met: over the conversations started in the period (conversation_metrics: business
+  hours in each organization's zone, docs/service-metrics.md);
 - tokens, cost: sums of usage_analytics over the period's hours.
 Every aggregate is the registry's (core/metrics.py), so it equals the marts', Superset's and the live
 tables' by construction; rounding follows the contract (2-decimal rates, whole ms, halves away from 0).
@@ -41,7 +43,9 @@ with daily as (
     from marts.fct_bot_replies
     where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
 ), started as (
-    select {metric_sql('handoff_rate')} as handoff_rate
+    select {metric_sql('handoff_rate')} as handoff_rate,
+      {metric_sql('first_response_p50_ms')} as first_response_p50_ms,
+      {metric_sql('sla_met_rate')} as sla_met_rate
     from marts.conversation_metrics
     where started_at >= %(t0)s and started_at < %(t1)s and {SCOPE_FILTER}
 ), ended as (
@@ -109,12 +113,15 @@ KPI_FIELDS: dict[str, str] = {
     "success_rate": "Success rate (%)",
     "handoff_rate": "Handoff rate (%)",
     "csat": "CSAT (1-5)",
+    "first_response_p50_ms": "First response p50 (ms)",
+    "sla_met_rate": "First response within SLA (%)",
     "tokens": "Tokens",
     "cost_usd": "Cost (USD)",
 }
 # for these a rise is bad news (shown red); percentage-valued KPIs change in points
-LOWER_IS_BETTER = {"avg_response_time_ms", "p50_response_time_ms", "p95_response_time_ms", "handoff_rate", "cost_usd"}
-PERCENT_KPIS = {"success_rate", "handoff_rate"}
+LOWER_IS_BETTER = {"avg_response_time_ms", "p50_response_time_ms", "p95_response_time_ms", "handoff_rate", "cost_usd",
+                   "first_response_p50_ms"}
+PERCENT_KPIS = {"success_rate", "handoff_rate", "sla_met_rate"}
 RANKED_BOTS = 3
 
 

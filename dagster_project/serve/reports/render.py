@@ -15,7 +15,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from dagster_project.serve.reports.charts import chart_png, draw_message_volume, draw_response_times
-from dagster_project.serve.reports.data import KPI_FIELDS, ReportData
+from dagster_project.serve.reports.data import KPI_FIELDS, PERCENT_KPIS, ReportData
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("dagster_project.serve.reports", "templates"),
@@ -30,7 +30,7 @@ def fmt(name: str, value) -> str:
         return "n/a"
     if name == "cost_usd":
         return f"${Decimal(value):,.2f}"
-    if name in ("success_rate", "handoff_rate"):
+    if name in PERCENT_KPIS:
         return f"{Decimal(value):.2f}%"
     if name == "csat":
         return f"{Decimal(value):.2f}"
