@@ -331,7 +331,8 @@ def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_in
 
     def marts() -> dict:
         rows = {table: mart_rows(scenario.warehouse_url, table) for table in
-                ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics")}
+                ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics",
+                 "marts.response_time_histogram")}
         rows["marts.fct_bot_replies"] = fetch_table(scenario.warehouse_url, "marts.fct_bot_replies", "message_id")
         return rows
 

@@ -66,6 +66,10 @@ def test_empty_hours_ties_and_zero_denominators(edge):
     edge_cases.test_empty_hours_ties_and_zero_denominators(edge)
 
 
+def test_service_metrics_in_business_time(edge):
+    edge_cases.test_service_metrics_in_business_time(edge)
+
+
 def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_instance):
     edge_cases.test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_instance)
 
@@ -76,6 +80,10 @@ def test_conversation_metrics_equal_oracle(marts_built):
 
 def test_bot_performance_metrics_equal_oracle(marts_built):
     oracle_tests.test_bot_performance_metrics_equal_oracle(marts_built)
+
+
+def test_response_time_histogram_equals_oracle(marts_built):
+    oracle_tests.test_response_time_histogram_equals_oracle(marts_built)
 
 
 def test_usage_analytics_equal_oracle(marts_built):
