@@ -28,7 +28,8 @@ BOTFLOW = str(Path(sys.executable).with_name("botflow"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAY = date(2026, 6, 1)
 WINDOW = ["--start", "2026-06-01", "--end", "2026-06-02"]
-MARTS = ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics")
+MARTS = ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics",
+         "marts.response_time_histogram")
 
 
 @dataclass
@@ -158,7 +159,8 @@ def assert_marts_are_exact(stack: Stack, days: int = 1) -> None:
     window = oracle.Window(start, start + timedelta(days=days))
     expected = {"marts.conversation_metrics": oracle.conversation_metrics(valid, window),
                 "marts.bot_performance_metrics": oracle.bot_performance_metrics(valid, window),
-                "marts.usage_analytics": oracle.usage_analytics(valid, window, oracle.phone_map(src))}
+                "marts.usage_analytics": oracle.usage_analytics(valid, window, oracle.phone_map(src)),
+                "marts.response_time_histogram": oracle.response_time_histogram(valid, window)}
     for table in MARTS:
         assert_equal_to_oracle(table, mart_rows(stack.warehouse_url, table), expected[table])
 

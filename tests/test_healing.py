@@ -54,23 +54,31 @@ def slots_held_by(stack: Stack, run_id: str) -> list[str]:
                 if run_id in {slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots}]
 
 
-@pytest.mark.parametrize("step, job_name", [("[1/3]", "dbt_views_job"), ("[2/3]", "hourly_partition_job"),
-                                            ("[3/3]", "daily_partition_job")])
-def test_a_run_killed_at_any_step_heals_on_the_next_run(stack, step, job_name):
-    killed = Process(stack.env, "run", *WINDOW)
-    killed.wait_for(f"{step} ")
-    holder = wait_for_a_claimed_slot(stack, job_name)
-    killed.kill()  # inside a step that holds its pool's one slot
-    left = stack.unfinished_runs()
-    assert [run.run_id for run in left] == [holder]
-    assert slots_held_by(stack, holder)  # what used to block every later run of its pool, forever
+def test_a_run_killed_at_each_step_heals_on_the_next_run(stack):
+    """`botflow run` killed inside each of its three steps in turn, while the step holds its pool's one slot:
+    each next run fails what the dead one left STARTED and frees its slot (else every later run of that pool
+    would wait forever), and the last one builds marts equal to the oracle."""
+    dead = None
+    for step, job_name in (("[1/3]", "dbt_views_job"), ("[2/3]", "hourly_partition_job"),
+                           ("[3/3]", "daily_partition_job")):
+        killed = Process(stack.env, "run", *WINDOW)
+        killed.wait_for(f"{step} ")
+        if dead is not None:  # this run got past the previous dead run's step: it healed it first
+            assert f"run {dead.run_id[:8]} ({dead.job_name}) was left unfinished by a process that died" \
+                in killed.output, killed.output
+        holder = wait_for_a_claimed_slot(stack, job_name)
+        killed.kill()  # inside a step that holds its pool's one slot
+        left = stack.unfinished_runs()
+        assert [run.run_id for run in left] == [holder], step
+        assert slots_held_by(stack, holder), step  # what used to block every later run of its pool, forever
+        dead = left[0]
 
     rerun = Process(stack.env, "run", *WINDOW)
     assert rerun.finish(timeout=300) == 0, rerun.output
-    assert f"run {left[0].run_id[:8]} ({left[0].job_name}) was left unfinished by a process that died" in rerun.output
+    assert f"run {dead.run_id[:8]} ({dead.job_name}) was left unfinished by a process that died" in rerun.output
     assert stack.unfinished_runs() == []
     with stack.instance() as instance:
-        assert instance.get_run_by_id(left[0].run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     assert_marts_are_exact(stack)
 
 
