@@ -7,7 +7,7 @@ dbt invocation whose window covers the whole range. dbt runs in the step's proce
 
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,18 @@ def dbt_views(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase):
     yield from run_dbt(context, [])
 
 
+def upstream_first(assets_def: dg.AssetsDefinition, keys: Iterable[dg.AssetKey]) -> list[dg.AssetKey]:
+    """`keys` in an order Dagster accepts a multi-asset's results in: each after the keys it depends on
+    (bot_performance_metrics reads conversation_metrics), else by name."""
+    remaining, ordered = sorted(keys), []
+    while remaining:
+        ready = next(key for key in remaining
+                     if not {dep.asset_key for dep in assets_def.get_asset_spec(key).deps} & set(remaining))
+        ordered.append(ready)
+        remaining.remove(ready)
+    return ordered
+
+
 def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: Window | None) -> Iterator[Any]:
     """BOTFLOW_ENGINE=spark (docs/spark.md): the step's marts computed on the Spark cluster over the window and
     published into the warehouse, then their dbt tests run there, on what people read. No window: a full
@@ -112,7 +124,7 @@ def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: 
     from dagster_project.transform.spark.cluster import SparkCluster
 
     record_run_process(context)
-    keys = sorted(context.selected_asset_keys)
+    keys = upstream_first(context.assets_def, context.selected_asset_keys)
     with interrupts_stop_the_step():
         result = build_window(warehouse_url, SparkCluster.from_env(warehouse_url), window,
                               [key.path[-1] for key in keys], progress=context.log.info)
