@@ -8,8 +8,8 @@ without a price, and every "Bad rows" rule (the row is in quarantine with its ru
 Service metrics (the demo organizations of the seeds business_hours, holidays and sla_targets): a first
 inbound after a bot greeting, a reply at the same instant as it, a conversation across a holiday and a
 weekend, a lunch break of a split shift, a +05:30 zone, a resolution across the 25-hour day of a clock
-change, an unknown zone (repaired to UTC), an organization with no schedule and one with no target, a
-first response exactly at its SLA target. (A 23-hour day: the dbt unit tests of conversation_metrics.)
+change (opening at a local time that occurs twice), an unknown zone (repaired to UTC), an organization
+with no schedule and one with no target, a first response exactly at its SLA target. (A 23-hour day: the dbt unit tests of conversation_metrics.)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # before the first partition (BOTFLOW_PARTITIONS_START)
 # the demo organizations of the service-metric seeds (dbt/seeds), with a bot each
 ACME = uuid.UUID("77443c4a-3787-f649-c1c2-d4c01a64d8ef")  # Johannesburg; Mon-Fri 8-17, Sat 8-13; 3 s SLA
-GLOBEX = uuid.UUID("fedf0e6f-0f61-8e1f-fc15-40abdde3649a")  # London; Mon-Fri 9-12:30 + 13:30-18, Sun; 1 s
+GLOBEX = uuid.UUID("fedf0e6f-0f61-8e1f-fc15-40abdde3649a")  # London; Mon-Fri 9-12:30 + 13:30-18, Sun from 1:30
 INITECH = uuid.UUID("12757510-c6a6-508e-3ee0-593a3a9dda7c")  # no schedule (always open); 2 s SLA
 UMBRELLA = uuid.UUID("a861c15f-20ca-b3e7-449a-54d45d2849e9")  # Kolkata (+05:30); Mon-Sat 9-21; no SLA
 SERVICE_ORGS = {ACME: "Africa/Johannesburg", GLOBEX: "Europe/London", INITECH: "Mars/Olympus",  # unknown zone
@@ -77,7 +77,7 @@ CONVERSATIONS = {
     31: (ACME, BOT_OF[ACME], "+27820000031", "active", at(6), None, None, None, None),  # greeting first
     32: (UMBRELLA, BOT_OF[UMBRELLA], "+27820000032", "resolved", at(2, minutes=59), at(4), None, None, None),
     33: (GLOBEX, BOT_OF[GLOBEX], "+27820000033", "resolved", at(34), datetime(2026, 10, 26, 9, tzinfo=UTC), None,
-         None, None),  # open until Monday 26 October: Sunday 25 October lasts 25 hours
+         None, None),  # open until Monday 26 October: on Sunday 25 October 01:30 (opening) occurs twice
     34: (GLOBEX, BOT_OF[GLOBEX], "+27820000034", "escalated", at(11), at(13), None, None, None),  # lunch break
     35: (INITECH, BOT_OF[INITECH], "+27820000035", "active", at(20), None, None, None, None),
 }
