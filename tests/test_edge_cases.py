@@ -9,7 +9,8 @@ Service metrics (the demo organizations of the seeds business_hours, holidays an
 inbound after a bot greeting, a reply at the same instant as it, a conversation across a holiday and a
 weekend, a lunch break of a split shift, a +05:30 zone, a resolution across the 25-hour day of a clock
 change (opening at a local time that occurs twice), an unknown zone (repaired to UTC), an organization
-with no schedule and one with no target, a first response exactly at its SLA target. (A 23-hour day: the dbt unit tests of conversation_metrics.)
+with no schedule and one with no target, a first response exactly at its SLA target. (A 23-hour day: the
+dbt unit tests of conversation_metrics.)
 """
 
 from __future__ import annotations
