@@ -79,7 +79,8 @@ def test_partitions_in_another_order_give_the_same_rows(reference, dagster_insta
         run_job(dagster_instance, "hourly_partition_job", start=f"{day}-00:00", end=f"{day}-22:00",
                 asset_selection=RAW_KEYS)
     run_job(dagster_instance, "dbt_views_job")
-    hourly_marts = [dg.AssetKey(["marts", "fct_bot_replies"]), dg.AssetKey(["marts", "usage_analytics"])]
+    hourly_marts = [dg.AssetKey(["marts", "fct_bot_replies"]), dg.AssetKey(["marts", "usage_analytics"]),
+                    dg.AssetKey(["marts", "response_time_histogram"])]
     for start, end in (("2026-05-02-00:00", "2026-05-03-23:00"), ("2026-05-01-00:00", "2026-05-01-23:00")):
         run_job(dagster_instance, "hourly_partition_job", start=start, end=end, asset_selection=hourly_marts)
     for day in ("2026-05-03", "2026-05-01", "2026-05-02"):
