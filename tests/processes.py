@@ -61,9 +61,13 @@ class Stack:
 class Process:
     """`botflow` (or another command) in a process group of its own; its output read line by line."""
 
-    def __init__(self, env: dict[str, str], *args: str, command: list[str] | None = None, cwd: str | None = None):
+    def __init__(self, env: dict[str, str], *args: str, command: list[str] | None = None, cwd: str | None = None,
+                 sigint_ignored: bool = False):
+        """`sigint_ignored`: started as a script's background job is, with SIGINT ignored (inherited)."""
         self.proc = subprocess.Popen([*(command or [BOTFLOW]), *args], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd,
+                                     preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                                     if sigint_ignored else None)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

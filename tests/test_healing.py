@@ -116,7 +116,9 @@ def defs_job(name: str) -> dg.JobDefinition:
 
 def test_a_run_waits_for_a_held_pool_visibly_without_spinning_and_stops_on_ctrl_c(stack):
     with pool_held_by_a_live_process(stack) as holder:
-        waiter = Process(stack.env, "run", *WINDOW)
+        # started with SIGINT ignored, as a script's background job (and CI under `nohup ... &`) is: Ctrl-C
+        # still stops it (the command sets its own handler; Python keeps an inherited SIG_IGN otherwise)
+        waiter = Process(stack.env, "run", *WINDOW, sigint_ignored=True)
         waiter.wait_for("waiting", timeout=120)
         assert f"held by run {holder[:8]} hourly_partition_job" in waiter.output, waiter.output
         cpu = psutil.Process(waiter.proc.pid)

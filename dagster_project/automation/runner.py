@@ -8,11 +8,8 @@ hourly range (ingestion + hourly marts), then the daily range (daily marts).
 from __future__ import annotations
 
 import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -24,26 +21,6 @@ from dagster_project.core.run_process import process_tags
 from dagster_project.core.window import Window
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-@contextmanager
-def own_interrupt_handlers() -> Iterator[None]:
-    """The process's SIGINT and SIGTERM handlers, as they were before the block, again after it.
-
-    Dagster's in-process execution swaps them for a handler that only records an interrupt (to raise it at its
-    next checkpoint), and puts them back when its event generator is closed. Were that generator closed late
-    (by the garbage collector), a Ctrl-C while the next step waits for a pool would be recorded, then
-    forgotten. CI once saw a waiting `botflow run` ignore SIGINT (2026-12-06, on a loaded machine); that is
-    one cause it could have had, not a proven one: the handlers are put back here whatever Dagster does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
 
 
 @dataclass
@@ -65,10 +42,8 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, job_name: str, l
     wait_for_pools(instance, job, progress)
     began = time.monotonic()
     # the daemon does not retry what this process runs: it reports the failure to whoever ran it
-    with own_interrupt_handlers():
-        result = job.execute_in_process(
-            instance=instance, tags={**(tags or {}), **process_tags(), MAX_RETRIES_TAG: "0"},
-            run_config=kwargs.pop("run_config", QUIET_LOGS), raise_on_error=False, **kwargs)
+    result = job.execute_in_process(instance=instance, tags={**(tags or {}), **process_tags(), MAX_RETRIES_TAG: "0"},
+                                    run_config=kwargs.pop("run_config", QUIET_LOGS), raise_on_error=False, **kwargs)
     seconds = time.monotonic() - began
     progress(f"{label}: {'done' if result.success else 'FAILED'} in {seconds:.1f}s (run {result.run_id[:8]})")
     if not result.success:

@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # SIGTERM stops a command as Ctrl-C does: a waiting run stops waiting, a running one is left for
-    # the next command to fail and free (dagster_project/automation/healing.py)
+    # the next command to fail and free (dagster_project/automation/healing.py). Ctrl-C is set too: a process
+    # started with SIGINT ignored (a background job of a script, whose shell ignores it for its children)
+    # keeps it ignored, and Python then raises no KeyboardInterrupt.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     # `kill -USR1 <pid>` prints every thread's stack to stderr (what a hung command is doing) and goes on
     # (on the process's own stderr: a caller may have replaced sys.stderr with a stream that has no file)
     if sys.__stderr__ is not None:
