@@ -30,11 +30,14 @@ USAGE_ANALYTICS = [
     "webhook_calls_received", "tokens_used", "estimated_cost_usd",
 ]
 RESPONSE_TIME_HISTOGRAM = ["bot_id", "organization_id", "hour", "bucket_lower_ms", "bucket_upper_ms", "replies"]
+METRIC_ANOMALIES = ["bot_id", "organization_id", "date", "metric", "value", "baseline_median", "threshold",
+                    "direction"]
 MARTS = {
     "marts.conversation_metrics": (CONVERSATION_METRICS, ("conversation_id",)),
     "marts.bot_performance_metrics": (BOT_PERFORMANCE_METRICS, ("bot_id", "date")),
     "marts.usage_analytics": (USAGE_ANALYTICS, ("organization_id", "hour")),
     "marts.response_time_histogram": (RESPONSE_TIME_HISTOGRAM, ("bot_id", "hour", "bucket_lower_ms")),
+    "marts.metric_anomalies": (METRIC_ANOMALIES, ("bot_id", "date", "metric")),
 }
 
 

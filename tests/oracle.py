@@ -523,3 +523,32 @@ def response_time_histogram(valid: Valid, window: Window) -> dict:
                                     "replies": 0})
         row["replies"] += 1
     return rows
+
+
+ANOMALY_METRICS = ["p95_response_time_ms", "error_rate", "fallback_rate", "total_messages"]  # metrics.md, again
+
+
+def metric_anomalies(bot_performance: dict) -> dict:
+    """(bot, date, metric) -> row, from bot_performance_metrics rows (the oracle's): each bot's value on a date
+    against the median and MAD of its non-null values on the 14 dates before it that have a row (at least 7).
+    In double precision, as PostgreSQL's percentile_cont; the value itself stays exact."""
+    by_bot: dict = {}
+    for row in bot_performance.values():
+        by_bot.setdefault(row["bot_id"], []).append(row)
+    rows = {}
+    for bot, days in by_bot.items():
+        days.sort(key=lambda row: row["date"])
+        for i, day in enumerate(days):
+            for metric in ANOMALY_METRICS:
+                history = [float(past[metric]) for past in days[max(0, i - 14):i] if past[metric] is not None]
+                if day[metric] is None or len(history) < 7:
+                    continue
+                median = percentile_cont(history, 0.5)
+                spread = 1.4826 * percentile_cont([abs(x - median) for x in history], 0.5)
+                threshold = 3 * max(spread, 0.05 * abs(median), 1)
+                if abs(float(day[metric]) - median) > threshold:
+                    rows[(bot, day["date"], metric)] = {
+                        "bot_id": bot, "organization_id": day["organization_id"], "date": day["date"],
+                        "metric": metric, "value": Decimal(day[metric]), "baseline_median": median,
+                        "threshold": threshold, "direction": "high" if float(day[metric]) > median else "low"}
+    return rows

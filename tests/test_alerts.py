@@ -1,9 +1,9 @@
 """Alerts arrive once per incident, by e-mail (a real SMTP server) and webhook (a local HTTP receiver).
 
 The incidents are real: a run that fails in a Dagster instance of its own (PostgreSQL storage), a
-blocking check's failed evaluation, a mart left unbuilt past its freshness window, and a
-reconciliation that found drift. An alert no channel accepted (the SMTP server down, the webhook
-refusing) is sent on a later tick, once.
+blocking check's failed evaluation, a mart left unbuilt past its freshness window, a reconciliation
+that found drift, and a bot's metric anomalous in the last 2 days. An alert no channel accepted (the
+SMTP server down, the webhook refusing) is sent on a later tick, once.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import psycopg
 import pytest
 from conftest import ADMIN_URL, RUN_TAG, Inbox, create_database, drop_database, free_port
 
 from dagster_project.automation.alerts import AlertCursor, alerts_sensor, find_incidents
+from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.settings import DAGSTER_YAML, scoped_environment, sqlalchemy_url
 
 PARTITION = "2026-06-01-10:00"
@@ -78,8 +80,10 @@ def instance(tmp_path) -> Iterator[dg.DagsterInstance]:
         drop_database(name)
 
 
-def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[str, str]:
-    with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+def tick(instance: dg.DagsterInstance, cursor: str | None, warehouse_url: str = ADMIN_URL) -> tuple[str, str]:
+    """One evaluation of the sensor (a warehouse without marts by default: no anomaly to read)."""
+    resources = {"warehouse": WarehouseDatabase(url=warehouse_url)}
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         result = alerts_sensor.evaluate_tick(context)
     return result.skip_message or "", result.cursor
 
@@ -198,3 +202,38 @@ def test_a_run_the_daemon_will_retry_is_alerted_only_if_no_retry_comes(instance,
     assert find_incidents(instance, cursor, now) == []  # its retry is the daemon's to launch
     [incident] = find_incidents(instance, cursor, now + timedelta(minutes=11))  # none came
     assert incident.key == f"run:{run_id}" and "no retry was launched" in incident.reason
+
+
+def test_an_anomaly_of_the_last_two_days_is_alerted_once(instance, channels):
+    """marts.metric_anomalies as dbt builds it (its contract's columns), with the bot's name from dim_bots."""
+    inbox, receiver, _ = channels
+    name = f"bf_test_alerts_wh_{RUN_TAG}"
+    url = create_database(name)
+    today = datetime.now(UTC).date()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("create schema marts")
+            conn.execute("create table marts.dim_bots (bot_id uuid, bot_name text)")
+            conn.execute("create table marts.metric_anomalies (bot_id uuid, organization_id uuid, date date, "
+                         "metric text, value numeric, baseline_median float8, threshold float8, direction text)")
+            bot = uuid.uuid4()
+            conn.execute("insert into marts.dim_bots values (%s, 'Support bot')", (bot,))
+            for day, metric, value in ((today - timedelta(days=1), "p95_response_time_ms", 5000),
+                                       (today - timedelta(days=9), "error_rate", 40)):  # history: not alerted
+                conn.execute("insert into marts.metric_anomalies values (%s, %s, %s, %s, %s, 1000, 150, 'high')",
+                             (bot, uuid.uuid4(), day, metric, value))
+            _, cursor = tick(instance, None, url)
+            assert len(inbox.messages) == 1
+            [mail] = mails(inbox)
+            assert str(mail["Subject"]).strip() == (f"[BotFlow alert] anomaly: p95_response_time_ms high for bot "
+                                                    f"Support bot [{today - timedelta(days=1)}]")
+            assert "p95_response_time_ms = 5000 against a median of 1000" in mail.get_content()
+            message, cursor = tick(instance, cursor, url)
+            assert message == "no new incident" and len(inbox.messages) == 1  # once
+            conn.execute("insert into marts.metric_anomalies values (%s, %s, %s, 'total_messages', 3, 40, 6, 'low')",
+                         (bot, uuid.uuid4(), today))
+            message, cursor = tick(instance, cursor, url)
+            assert "1 alerts sent" in message and len(receiver.bodies) == 2
+            assert "total_messages low" in receiver.bodies[-1]["text"]
+    finally:
+        drop_database(name)

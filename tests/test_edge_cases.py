@@ -209,6 +209,8 @@ def test_all_marts_equal_the_oracle(edge):
         ("marts.bot_performance_metrics", oracle.bot_performance_metrics(valid, window)),
         ("marts.usage_analytics", oracle.usage_analytics(valid, window, oracle.phone_map(src))),
         ("marts.response_time_histogram", oracle.response_time_histogram(valid, window)),
+        # two days of history: no verdict (tests/test_anomalies.py has the anomalies' own edge cases)
+        ("marts.metric_anomalies", oracle.metric_anomalies(oracle.bot_performance_metrics(valid, window))),
     ):
         assert_equal_to_oracle(table, mart_rows(scenario.warehouse_url, table), expected)
 
@@ -333,7 +335,7 @@ def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_in
     def marts() -> dict:
         rows = {table: mart_rows(scenario.warehouse_url, table) for table in
                 ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics",
-                 "marts.response_time_histogram")}
+                 "marts.response_time_histogram", "marts.metric_anomalies")}
         rows["marts.fct_bot_replies"] = fetch_table(scenario.warehouse_url, "marts.fct_bot_replies", "message_id")
         return rows
 

@@ -8,6 +8,9 @@
   - a mart is overdue: an hourly mart not materialized for 2 hours, a daily mart without yesterday's
     partition at 03:00 UTC (the marts' freshness policies)       key overdue:<mart> (closed when fresh)
   - reconciliation marks hours stale (source drift)   key drift:<materialization>
+  - a bot's metric is anomalous on one of the last 2 UTC dates (marts.metric_anomalies: a sudden slowdown,
+    more errors or fallbacks, a drop or surge of traffic)   key anomaly:<bot>:<date>:<metric>
+    (older dates are history, e.g. a backfill: not alerted)
 Each alert is one line (what, the partition, the rule or step) and a link to the run in the UI.
 
 Settings: BOTFLOW_ALERT_EMAILS (comma-separated; default: the `platform` recipients of the reports'
@@ -23,7 +26,7 @@ import json
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from email.message import EmailMessage
 
 import dagster as dg
@@ -31,6 +34,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._core.storage.tags import PARENT_RUN_ID_TAG, WILL_RETRY_TAG
 
 from dagster_project.automation.runner import error_reason
+from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.settings import setting
 from dagster_project.quality.checks import GX_CHECKS
 from dagster_project.serve.reports.delivery import DeliveryError, Recipients, SmtpSettings
@@ -40,6 +44,7 @@ HOURLY_OVERDUE = timedelta(hours=2)
 RETRY_GRACE = timedelta(minutes=10)  # a failed run marked for retry and not retried by then is alerted
 DAILY_DEADLINE = time(3, 0)  # yesterday's daily partition is due by 03:00 UTC
 RECONCILIATION = dg.AssetKey(["raw", "source_reconciliation"])
+ANOMALY_HORIZON = timedelta(days=2)  # anomalies dated in the last 2 UTC dates are news; older ones are history
 LASTING = ("check:", "overdue:")  # incidents that stay open until the check passes or the mart is fresh
 
 
@@ -62,6 +67,7 @@ class AlertCursor:
     check_ids: dict[str, int] = field(default_factory=dict)  # check -> the largest execution id seen
     drift_after: int | None = None  # reconciliation materializations after this storage id
     retrying: dict[str, float] = field(default_factory=dict)  # failed runs the daemon will retry -> failed at
+    anomalies: list[str] = field(default_factory=list)  # anomaly incidents seen, within ANOMALY_HORIZON
     open: list[str] = field(default_factory=list)  # incidents alerted and not closed
     pending: list[dict] = field(default_factory=list)  # incidents no channel accepted yet
 
@@ -211,11 +217,45 @@ def source_drift(instance: dg.DagsterInstance, cursor: AlertCursor) -> list[Inci
     return incidents
 
 
-def find_incidents(instance: dg.DagsterInstance, cursor: AlertCursor, now: datetime) -> list[Incident]:
+ANOMALIES = """
+select a.bot_id, coalesce(b.bot_name, a.bot_id::text), a.date, a.metric, a.value, a.baseline_median, a.threshold,
+  a.direction
+from marts.metric_anomalies a left join marts.dim_bots b using (bot_id)
+where a.date >= %s order by a.date, a.bot_id, a.metric
+"""
+
+
+def new_anomalies(warehouse: WarehouseDatabase | None, cursor: AlertCursor, now: datetime) -> list[Incident]:
+    """The rows of marts.metric_anomalies dated within ANOMALY_HORIZON not seen before (each alerted once)."""
+    if warehouse is None:
+        return []
+    since = (now - ANOMALY_HORIZON).date()
+    with warehouse.connect() as conn:
+        if conn.execute("select to_regclass('marts.metric_anomalies')").fetchone()[0] is None:
+            return []  # not built yet
+        rows = conn.execute(ANOMALIES, (since,)).fetchall()
+    cursor.anomalies = [key for key in cursor.anomalies if date.fromisoformat(key.split(":")[2]) >= since]
+    incidents = []
+    for bot_id, bot_name, day, metric, value, median, threshold, direction in rows:
+        key = f"anomaly:{bot_id}:{day.isoformat()}:{metric}"
+        if key in cursor.anomalies:
+            continue
+        cursor.anomalies.append(key)
+        incidents.append(Incident(
+            key, f"anomaly: {metric} {direction} for bot {bot_name}", day.isoformat(),
+            f"{metric} = {value:g} against a median of {median:g} over the bot's 14 dates before (an anomaly "
+            f"beyond {median:g} ± {threshold:g}; docs/service-metrics.md)",
+            f"{dagster_url()}/assets/marts/metric_anomalies"))
+    return incidents
+
+
+def find_incidents(instance: dg.DagsterInstance, cursor: AlertCursor, now: datetime,
+                   warehouse: WarehouseDatabase | None = None) -> list[Incident]:
     """The incidents to alert now (new ones, and those no channel accepted before); updates the cursor."""
     checks, closed = failed_checks(instance, cursor, blocking_checks())
     overdue, fresh = overdue_marts(instance, now)
-    candidates = [*failed_runs(instance, cursor, now), *checks, *overdue, *source_drift(instance, cursor)]
+    candidates = [*failed_runs(instance, cursor, now), *checks, *overdue, *source_drift(instance, cursor),
+                  *new_anomalies(warehouse, cursor, now)]
     cursor.open = [key for key in cursor.open if key not in closed | fresh]
     pending = [Incident(**p) for p in cursor.pending]
     known = set(cursor.open) | {p.key for p in pending}
@@ -273,11 +313,12 @@ def send(incidents: list[Incident]) -> list[str]:
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="E-mails (BOTFLOW_ALERT_EMAILS over BOTFLOW_SMTP_*) and posts to BOTFLOW_ALERT_WEBHOOK_URL once per "
-    "incident: a failed run, a failed blocking check, an overdue mart, source drift found by reconciliation.",
+    "incident: a failed run, a failed blocking check, an overdue mart, source drift found by reconciliation, a "
+    "bot's metric anomalous in the last 2 days (marts.metric_anomalies).",
 )
-def alerts_sensor(context: dg.SensorEvaluationContext):
+def alerts_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseDatabase):
     cursor = AlertCursor.load(context.cursor)
-    incidents = find_incidents(context.instance, cursor, datetime.now(UTC))
+    incidents = find_incidents(context.instance, cursor, datetime.now(UTC), warehouse)
     failed = set(send(incidents)) if incidents else set()
     for incident in incidents:
         context.log.warning(f"alert: {incident.text()}" + (" (not delivered; retried next tick)"

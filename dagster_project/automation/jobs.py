@@ -26,7 +26,8 @@ hourly_job = dg.define_asset_job(
 daily_job = dg.define_asset_job(
     "daily_partition_job",
     selection=dg.AssetSelection.assets(dbt_daily),
-    description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days).",
+    description="Build conversation_metrics and bot_performance_metrics for a day (or a range of days), then "
+                "metric_anomalies whole.",
 )
 daily_report_job = dg.define_asset_job(
     "daily_report_job",

@@ -19,15 +19,8 @@ exception when others then
   return null;
 end $$;
 
--- the canonical name of a time zone PostgreSQL knows (names match in any case), or null (an unknown zone is
--- repaired to UTC: rules.py organization_timezone_unknown). Left out: the copies under posix/ and right/ and
--- the tz database's pseudo-zones, which the Spark engine's JVM does not know.
-create or replace function raw.known_timezone(v text) returns text
-language sql stable as $$
-  select name from pg_timezone_names
-  where lower(name) = lower(v) and name !~ '^(posix|right)/' and name not in ('localtime', 'posixrules', 'Factory')
-  order by name = v desc, name limit 1
-$$;
+-- replaced by the landing table land_organization_zones (rules.py): one scan of pg_timezone_names per load
+drop function if exists raw.known_timezone(text);
 
 create table if not exists raw.organizations (
   id uuid primary key, name text, timezone text, created_at timestamptz,

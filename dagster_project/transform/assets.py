@@ -117,22 +117,31 @@ def upstream_first(assets_def: dg.AssetsDefinition, keys: Iterable[dg.AssetKey])
 
 
 def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: Window | None) -> Iterator[Any]:
-    """BOTFLOW_ENGINE=spark (docs/spark.md): the step's marts computed on the Spark cluster over the window and
-    published into the warehouse, then their dbt tests run there, on what people read. No window: a full
+    """BOTFLOW_ENGINE=spark (docs/spark.md): the step's partitioned marts computed on the Spark cluster over the
+    window and published into the warehouse; then the marts built whole from published ones (metric_anomalies,
+    small) built by dbt in the warehouse, and every dbt test run there, on what people read. No window: a full
     refresh."""
     from dagster_project.transform.spark.build import build_window
     from dagster_project.transform.spark.cluster import SparkCluster
+    from dagster_project.transform.spark.publish import mart_windows
 
     record_run_process(context)
     keys = upstream_first(context.assets_def, context.selected_asset_keys)
-    with interrupts_stop_the_step():
-        result = build_window(warehouse_url, SparkCluster.from_env(warehouse_url), window,
-                              [key.path[-1] for key in keys], progress=context.log.info)
-    for key in keys:
-        yield dg.MaterializeResult(asset_key=key, metadata={
-            "engine": "spark", "rows_published": result["published"][key.path[-1]],
-            **{f"spark_{stage}_s": round(seconds, 1) for stage, seconds in result["seconds"].items()}})
-    yield from run_dbt(context, ["--resource-type", "test"], window)
+    partitioned = set(mart_windows())
+    on_spark = {key.path[-1]: key for key in keys if key.path[-1] in partitioned}
+    in_warehouse = [key.path[-1] for key in keys if key.path[-1] not in partitioned]
+    if on_spark:
+        with interrupts_stop_the_step():
+            result = build_window(warehouse_url, SparkCluster.from_env(warehouse_url), window, list(on_spark),
+                                  progress=context.log.info)
+        for name, key in on_spark.items():
+            yield dg.MaterializeResult(asset_key=key, metadata={
+                "engine": "spark", "rows_published": result["published"][name],
+                **{f"spark_{stage}_s": round(seconds, 1) for stage, seconds in result["seconds"].items()}})
+        tests_only = ["--resource-type", "test", *(["--exclude", *in_warehouse] if in_warehouse else [])]
+        yield from run_dbt(context, tests_only, window)
+    if in_warehouse:
+        yield from run_dbt(context, ["--exclude", *on_spark] if on_spark else [], window)
 
 
 class DbtBuildConfig(dg.Config):
@@ -176,5 +185,6 @@ dbt_hourly = partitioned_dbt_assets(
 )
 dbt_daily = partitioned_dbt_assets(
     "dbt_daily", "tag:daily", daily_partitions, POOL_DBT_DAILY,
-    "conversation_metrics and bot_performance_metrics for the partition's days.",
+    "conversation_metrics and bot_performance_metrics for the partition's days; metric_anomalies rebuilt whole "
+    "(its verdicts on a day read the 14 days before it).",
 )

@@ -2,8 +2,9 @@
 
 - hourly marts (fct_bot_replies, usage_analytics, response_time_histogram): materialized within the last 2 hours
   (warn at 1.5 h);
-- daily marts (conversation_metrics, bot_performance_metrics): materialized between 00:00 and 03:00 UTC
-  every day (a build after 03:00 makes the mart fresh again until the next deadline).
+- daily marts (conversation_metrics, bot_performance_metrics, and metric_anomalies, which the daily runs
+  rebuild whole): materialized between 00:00 and 03:00 UTC every day (a build after 03:00 makes the mart
+  fresh again until the next deadline).
 The daemon evaluates the policies (Dagster's freshness daemon, every 30 s) and the UI shows each mart's
 state. The partition-level promise, "yesterday's partition exists at 03:00 UTC", is the alerts sensor's
 overdue incident (dagster_project/automation/alerts.py), which also says which partition is missing.
