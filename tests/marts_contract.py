@@ -24,6 +24,7 @@ BOT_PERFORMANCE_METRICS = [
     # Service metrics (second edition)
     "first_response_p50_ms", "first_response_p95_ms", "sla_met_rate",
 ]
+BOT_PERFORMANCE_METRICS_LOCAL = [*BOT_PERFORMANCE_METRICS, "timezone"]
 USAGE_ANALYTICS = [
     "id", "organization_id", "hour", "messages_sent", "messages_received", "conversations_started",
     "conversations_ended", "active_users", "bots_active", "most_active_bot_id", "api_calls_made",
@@ -35,6 +36,7 @@ METRIC_ANOMALIES = ["bot_id", "organization_id", "date", "metric", "value", "bas
 MARTS = {
     "marts.conversation_metrics": (CONVERSATION_METRICS, ("conversation_id",)),
     "marts.bot_performance_metrics": (BOT_PERFORMANCE_METRICS, ("bot_id", "date")),
+    "marts.bot_performance_metrics_local": (BOT_PERFORMANCE_METRICS_LOCAL, ("bot_id", "date")),
     "marts.usage_analytics": (USAGE_ANALYTICS, ("organization_id", "hour")),
     "marts.response_time_histogram": (RESPONSE_TIME_HISTOGRAM, ("bot_id", "hour", "bucket_lower_ms")),
     "marts.metric_anomalies": (METRIC_ANOMALIES, ("bot_id", "date", "metric")),

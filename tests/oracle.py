@@ -292,34 +292,59 @@ def _utc_date(ts) -> date:
 
 
 def bot_performance_metrics(valid: Valid, window: Window) -> dict:
+    """(bot, UTC date) -> row."""
+    return _bot_days(valid, window, lambda bot, ts: _utc_date(ts), "bot_performance_metrics")
+
+
+def bot_performance_metrics_local(valid: Valid, window: Window) -> dict:
+    """(bot, date in its organization's zone) -> row: bot_performance_metrics by local day, plus the zone. A run over
+    `window` (whole UTC days) covers the local days it overlaps, with the rows it loaded."""
+    org_zone = {org: zone_of(name) for org, name in zip(valid.organizations["id"], valid.organizations["timezone"],
+                                                         strict=True)}
+    zone = {bot: org_zone[org] for bot, org in zip(valid.bots["id"], valid.bots["organization_id"], strict=True)}
+    rows = _bot_days(valid, window, lambda bot, ts: ts.astimezone(zone[bot]).date(), "bot_performance_metrics_local")
+    for (bot, _), row in rows.items():
+        row["timezone"] = zone[bot].key
+    return rows
+
+
+def _bot_days(valid: Valid, window: Window, day_of, name: str) -> dict:
+    """bot_performance_metrics' rows by `day_of(bot, instant)`, over the days `window` overlaps."""
     messages, conversations = in_scope(valid, window)
     per_conversation = conversation_metrics(valid, window)
     bot_org = dict(zip(valid.bots["id"], valid.bots["organization_id"], strict=True))
-    keys = {(m["bot_id"], _utc_date(m["created_at"])) for m in messages}
+
+    def on(bot, ts, day=None) -> bool:
+        """`ts` falls on `day` (none: on a day the window overlaps)."""
+        if ts is None:
+            return False
+        if day is not None:
+            return day_of(bot, ts) == day
+        return day_of(bot, window.start) <= day_of(bot, ts) <= day_of(bot, window.end - timedelta(microseconds=1))
+
+    keys = {(m["bot_id"], day_of(m["bot_id"], m["created_at"])) for m in messages}
     for c in conversations.values():
         for ts in (c["started_at"], c["ended_at"]):
-            if window.contains(ts):
-                keys.add((c["bot_id"], _utc_date(ts)))
+            if on(c["bot_id"], ts):
+                keys.add((c["bot_id"], day_of(c["bot_id"], ts)))
     rows = {}
     for bot, day in keys:
-        msgs = [m for m in messages if m["bot_id"] == bot and _utc_date(m["created_at"]) == day]
+        msgs = [m for m in messages if m["bot_id"] == bot and on(bot, m["created_at"], day)]
         replies = [m for m in msgs if m["direction"] == "outbound"]
         times = [m["response_time"] for m in replies if m["response_time"] is not None]
         with_outcome = [m for m in replies if m["outcome"] is not None]
         kb = [m for m in replies if m["knowledge_base_hit"] is not None]
         convs = [c for c in conversations.values() if c["bot_id"] == bot]
-        started = [c for c in convs if c["started_at"] is not None and _utc_date(c["started_at"]) == day]
-        ended = [c for c in convs if c["ended_at"] is not None and _utc_date(c["ended_at"]) == day
-                 and window.contains(c["ended_at"])]
-        handoffs = [c for c in convs if c["handoff_at"] is not None and _utc_date(c["handoff_at"]) == day
-                    and window.contains(c["handoff_at"])]
+        started = [c for c in convs if on(bot, c["started_at"], day)]
+        ended = [c for c in convs if on(bot, c["ended_at"], day)]
+        handoffs = [c for c in convs if on(bot, c["handoff_at"], day)]
         active = len({m["conversation_id"] for m in msgs})
         tokens = sum(m["tokens"] for m in msgs)
         cost = sum((m["cost"] for m in msgs), Decimal(0))
         rated = [c["customer_satisfaction"] for c in ended if c["customer_satisfaction"] is not None]
         durations = [_seconds(c["ended_at"] - c["started_at"]) for c in ended]
         rows[(bot, day)] = {
-            "id": stable_uuid("bot_performance_metrics", bot, day.isoformat()),
+            "id": stable_uuid(name, bot, day.isoformat()),
             "bot_id": bot,
             "organization_id": bot_org[bot],
             "date": day,
@@ -344,7 +369,7 @@ def bot_performance_metrics(valid: Valid, window: Window) -> dict:
             "avg_messages_per_conversation": ratio(len(msgs), active, 2),
             "customer_satisfaction_avg": None if not rated else half_up(Fraction(sum(rated), len(rated)), 2),
             **first_response_stats([r for r in per_conversation.values()
-                                    if r["bot_id"] == bot and _utc_date(r["started_at"]) == day]),
+                                    if r["bot_id"] == bot and on(bot, r["started_at"], day)]),
         }
     return rows
 

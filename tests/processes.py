@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DAY = date(2026, 6, 1)
 WINDOW = ["--start", "2026-06-01", "--end", "2026-06-02"]
 MARTS = ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics",
-         "marts.response_time_histogram", "marts.metric_anomalies")
+         "marts.response_time_histogram", "marts.metric_anomalies", "marts.bot_performance_metrics_local")
 
 
 @dataclass
@@ -165,7 +165,8 @@ def assert_marts_are_exact(stack: Stack, days: int = 1) -> None:
                 "marts.bot_performance_metrics": oracle.bot_performance_metrics(valid, window),
                 "marts.usage_analytics": oracle.usage_analytics(valid, window, oracle.phone_map(src)),
                 "marts.response_time_histogram": oracle.response_time_histogram(valid, window),
-                "marts.metric_anomalies": oracle.metric_anomalies(oracle.bot_performance_metrics(valid, window))}
+                "marts.metric_anomalies": oracle.metric_anomalies(oracle.bot_performance_metrics(valid, window)),
+                "marts.bot_performance_metrics_local": oracle.bot_performance_metrics_local(valid, window)}
     for table in MARTS:
         assert_equal_to_oracle(table, mart_rows(stack.warehouse_url, table), expected[table])
 

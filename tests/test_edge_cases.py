@@ -207,6 +207,8 @@ def test_all_marts_equal_the_oracle(edge):
     for table, expected in (
         ("marts.conversation_metrics", oracle.conversation_metrics(valid, window)),
         ("marts.bot_performance_metrics", oracle.bot_performance_metrics(valid, window)),
+        # Kolkata's 1 April starts at 18:30 UTC on 31 March; an unknown zone's days are UTC days
+        ("marts.bot_performance_metrics_local", oracle.bot_performance_metrics_local(valid, window)),
         ("marts.usage_analytics", oracle.usage_analytics(valid, window, oracle.phone_map(src))),
         ("marts.response_time_histogram", oracle.response_time_histogram(valid, window)),
         # two days of history: no verdict (tests/test_anomalies.py has the anomalies' own edge cases)
@@ -335,7 +337,7 @@ def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_in
     def marts() -> dict:
         rows = {table: mart_rows(scenario.warehouse_url, table) for table in
                 ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.usage_analytics",
-                 "marts.response_time_histogram", "marts.metric_anomalies")}
+                 "marts.response_time_histogram", "marts.metric_anomalies", "marts.bot_performance_metrics_local")}
         rows["marts.fct_bot_replies"] = fetch_table(scenario.warehouse_url, "marts.fct_bot_replies", "message_id")
         return rows
 

@@ -83,6 +83,17 @@ def test_bot_performance_metrics_equal_oracle(marts_built):
                            mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics"), expected)
 
 
+def test_bot_performance_metrics_local_equal_oracle(marts_built):
+    """Local days of the simulator's zones (+05:30, +02:00, -03:00, London): the first and last of the window are
+    partial (the rows loaded), the others whole; every row is its local day's."""
+    scenario, _, _, valid, window = marts_built
+    expected = oracle.bot_performance_metrics_local(valid, window)
+    assert {row["timezone"] for row in expected.values()} >= {"Asia/Kolkata", "Europe/London"}
+    assert expected.keys() != oracle.bot_performance_metrics(valid, window).keys()  # more local days than UTC ones
+    assert_equal_to_oracle("marts.bot_performance_metrics_local",
+                           mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics_local"), expected)
+
+
 def test_response_time_histogram_equals_oracle(marts_built):
     scenario, _, _, valid, window = marts_built
     expected = oracle.response_time_histogram(valid, window)

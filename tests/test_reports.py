@@ -13,6 +13,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from email import message_from_bytes, policy
 from fractions import Fraction
 from pathlib import Path
@@ -206,6 +207,36 @@ def test_report_with_marts_not_built_says_so(built, dagster_instance):
     html = (out / "weekly" / "2026-W41" / "platform.html").read_text()
     assert 'id="stale-warning"' in html and "Numbers may be incomplete" in html
     assert "usage_analytics (168 of 168 hours missing)" in html
+
+
+def test_anomalies_of_the_period_are_listed_in_their_organizations_reports(built, dagster_instance):
+    """marts.metric_anomalies rows dated in the period (the simulated days are too few for a verdict: the rows
+    are written as the mart holds them), one for a bot of each of two organizations, and one the day after."""
+    scenario, src, _, out = built
+    bots = src["bots"].merge(src["organizations"], left_on="organization_id", right_on="id",
+                             suffixes=("", "_org")).sort_values(["name_org", "name"])
+    first, other = bots.iloc[0], bots[bots["organization_id"] != bots.iloc[0]["organization_id"]].iloc[0]
+    day = date.fromisoformat(DAY)
+    rows = [(first["id"], first["organization_id"], day, "p95_response_time_ms", 5000, 1000.0, 150.0, "high"),
+            (other["id"], other["organization_id"], day, "error_rate", Decimal("0.00"), 20.0, 3.0, "low"),
+            (first["id"], first["organization_id"], day + timedelta(days=1), "total_messages", 3, 40.0, 6.0, "low")]
+    with scenario.warehouse() as conn:
+        conn.cursor().executemany("insert into marts.metric_anomalies values (%s, %s, %s, %s, %s, %s, %s, %s)", rows)
+    try:
+        render(dagster_instance, "daily", DAY)
+        folder = out / "daily" / DAY
+        manifest = {e["organization_id"]: e for e in json.loads((folder / "manifest.json").read_text())}
+        platform = report_data(folder / "platform.html")
+        assert sorted((a["metric"], a["direction"]) for a in platform["anomalies"]) == [
+            ("error_rate", "low"), ("p95_response_time_ms", "high")]  # the day after is another report's
+        own = folder / manifest[str(first["organization_id"])]["html"]
+        assert [a["metric"] for a in report_data(own)["anomalies"]] == ["p95_response_time_ms"]
+        assert (f"{DAY} {first['name']}: p95 response time (ms) 5,000, above its usual 1,000 (more than 150 away"
+                in own.read_text())
+        assert "error rate" not in own.read_text().split("<h2>Anomalies</h2>")[1].split("<h2>")[0]
+    finally:
+        with scenario.warehouse() as conn:
+            conn.execute("delete from marts.metric_anomalies")
 
 
 def test_pdf_renders_to_a_non_blank_page(built, dagster_instance, tmp_path):

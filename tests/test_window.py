@@ -88,7 +88,7 @@ def test_every_data_test_of_a_partitioned_mart_is_scoped_to_the_window(tmp_path)
                    capture_output=True, text=True, env=env, check=True)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     windowed = {"fct_bot_replies", "conversation_metrics", "bot_performance_metrics", "usage_analytics",
-                "response_time_histogram"}
+                "response_time_histogram", "bot_performance_metrics_local"}
     seen = set()
     for node in manifest["nodes"].values():
         if node["resource_type"] != "test" or not node.get("test_metadata"):

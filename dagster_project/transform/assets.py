@@ -118,9 +118,9 @@ def upstream_first(assets_def: dg.AssetsDefinition, keys: Iterable[dg.AssetKey])
 
 def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: Window | None) -> Iterator[Any]:
     """BOTFLOW_ENGINE=spark (docs/spark.md): the step's partitioned marts computed on the Spark cluster over the
-    window and published into the warehouse; then the marts built whole from published ones (metric_anomalies,
-    small) built by dbt in the warehouse, and every dbt test run there, on what people read. No window: a full
-    refresh."""
+    window and published into the warehouse; then the marts whose meta says `built_in: warehouse`
+    (bot_performance_metrics_local, metric_anomalies) built by dbt in the warehouse, and every dbt test run
+    there, on what people read. No window: a full refresh."""
     from dagster_project.transform.spark.build import build_window
     from dagster_project.transform.spark.cluster import SparkCluster
     from dagster_project.transform.spark.publish import mart_windows

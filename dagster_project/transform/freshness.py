@@ -16,7 +16,8 @@ import dagster as dg
 
 HOURLY_MARTS = [dg.AssetKey(["marts", "fct_bot_replies"]), dg.AssetKey(["marts", "usage_analytics"]),
                 dg.AssetKey(["marts", "response_time_histogram"])]
-DAILY_MARTS = [dg.AssetKey(["marts", "conversation_metrics"]), dg.AssetKey(["marts", "bot_performance_metrics"])]
+DAILY_MARTS = [dg.AssetKey(["marts", "conversation_metrics"]), dg.AssetKey(["marts", "bot_performance_metrics"]),
+               dg.AssetKey(["marts", "metric_anomalies"])]
 
 HOURLY_POLICY = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(hours=2), warn_window=timedelta(hours=1, minutes=30))

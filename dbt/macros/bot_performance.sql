@@ -1,7 +1,8 @@
 {#
   bot_performance_metrics over [lo, hi), one row per bot and period.
-  period='day': per UTC date (the mart); period='range': one row per bot for the whole range
-  (marts.get_bot_performance_summary). Both use this one query, so the function and the mart
+  period='day': per UTC date (the mart); period='local_day': per date in the organization's zone, the local
+  days [lo, hi) overlaps whole (bot_performance_metrics_local: every relation has the organization's
+  `timezone`); period='range': one row per bot for the whole range (marts.get_bot_performance_summary). Both use this one query, so the function and the mart
   can never disagree. `rel` maps messages / replies / conversations / conversation_metrics / bots to relations
   (first responses and SLA verdicts are read from conversation_metrics, their one definition).
 #}
@@ -9,7 +10,7 @@
 with messages_in_range as (
     select bot_id, {{ period_of('created_at', period) }} as period, conversation_id, tokens
     from {{ rel.messages }}
-    where {{ in_window('created_at', lo, hi) }} and {{ bot_filter }}
+    where {{ in_period_window('created_at', lo, hi, period) }} and {{ bot_filter }}
 ),
 message_stats as (
     select bot_id, period, count(*) as total_messages,
@@ -27,13 +28,13 @@ reply_stats as (
       count(knowledge_base_hit) as kb_lookups,
       sum(cost_usd) as total_cost
     from {{ rel.replies }}
-    where {{ in_window('created_at', lo, hi) }} and {{ bot_filter }}
+    where {{ in_period_window('created_at', lo, hi, period) }} and {{ bot_filter }}
     group by 1, 2
 ),
 started as (
     select bot_id, {{ period_of('started_at', period) }} as period, count(*) as total_conversations
     from {{ rel.conversations }}
-    where {{ in_window('started_at', lo, hi) }} and {{ bot_filter }}
+    where {{ in_period_window('started_at', lo, hi, period) }} and {{ bot_filter }}
     group by 1, 2
 ),
 ended as (
@@ -41,13 +42,13 @@ ended as (
       avg({{ whole_seconds_between('ended_at', 'started_at') }}) as avg_duration_secs,
       avg(customer_satisfaction) as satisfaction_avg
     from {{ rel.conversations }}
-    where {{ in_window('ended_at', lo, hi) }} and {{ bot_filter }}
+    where {{ in_period_window('ended_at', lo, hi, period) }} and {{ bot_filter }}
     group by 1, 2
 ),
 handoffs as (
     select bot_id, {{ period_of('handoff_at', period) }} as period, count(*) as handoffs
     from {{ rel.conversations }}
-    where {{ in_window('handoff_at', lo, hi) }} and {{ bot_filter }}
+    where {{ in_period_window('handoff_at', lo, hi, period) }} and {{ bot_filter }}
     group by 1, 2
 ),
 first_responses as (
@@ -56,7 +57,7 @@ first_responses as (
       {{ metric('first_response_p95_ms') }} as first_response_p95_ms,
       {{ metric('sla_met_rate') }} as sla_met_rate
     from {{ rel.conversation_metrics }}
-    where {{ in_window('started_at', lo, hi) }} and {{ bot_filter }}
+    where {{ in_period_window('started_at', lo, hi, period) }} and {{ bot_filter }}
     group by 1, 2
 ),
 active_keys as (
@@ -65,12 +66,12 @@ active_keys as (
     union select bot_id, period from ended
 )
 select
-  {%- if period == 'day' %}
-  {{ stable_id('bot_performance_metrics', ['k.bot_id', 'k.period']) }} as id,
+  {%- if period in ('day', 'local_day') %}
+  {{ stable_id('bot_performance_metrics' ~ ('_local' if period == 'local_day' else ''), ['k.bot_id', 'k.period']) }} as id,
   {%- endif %}
   k.bot_id,
   b.organization_id,
-  {%- if period == 'day' %}
+  {%- if period in ('day', 'local_day') %}
   k.period as date,
   {%- endif %}
   coalesce(s.total_conversations, 0)::integer as total_conversations,
@@ -95,6 +96,9 @@ select
   f.first_response_p50_ms,
   f.first_response_p95_ms,
   f.sla_met_rate::numeric(5, 2) as sla_met_rate
+  {%- if period == 'local_day' %},
+  b.timezone
+  {%- endif %}
 from active_keys k
 left join message_stats m on m.bot_id = k.bot_id and m.period = k.period
 left join reply_stats r on r.bot_id = k.bot_id and r.period = k.period

@@ -17,11 +17,24 @@
   {%- endfor %}
 {%- endmacro %}
 
-{# The period a row is grouped by: its UTC 'day' or 'hour', or 'range' (one group for the whole range:
-   the SQL functions). Shared by the marts and their functions (bot_performance, organization_usage). #}
+{# The period a row is grouped by: its UTC 'day' or 'hour', its 'local_day' (the date in the zone of the
+   row's `timezone` column: bot_performance_metrics_local), or 'range' (one group for the whole range: the SQL
+   functions). Shared by the marts and their functions (bot_performance, organization_usage). #}
 {% macro period_of(column, period) -%}
   {%- if period == 'day' -%}{{ utc_date(column) }}
   {%- elif period == 'hour' -%}{{ utc_hour(column) }}
+  {%- elif period == 'local_day' -%}{{ local_date(column, 'timezone') }}
   {%- else -%}0{%- endif -%}
+{%- endmacro %}
+
+{# The rows of a period's run over [lo, hi): those in the window; for 'local_day', those of the local days the
+   window overlaps, whole (they begin up to a day before lo and end up to a day after hi: a local day lasts
+   at most 25 hours, and zones are within 14 hours of UTC), in the zone of the row's `timezone` column. #}
+{% macro in_period_window(column, lo, hi, period) -%}
+  {%- if period == 'local_day' -%}
+  ({{ in_window(column, '(' ~ lo ~ " - interval '2 days')", '(' ~ hi ~ " + interval '2 days')") }}
+    and {{ local_date(column, 'timezone') }} between {{ local_date(lo, 'timezone') }}
+      and {{ local_date('(' ~ hi ~ " - interval '1 microsecond')", 'timezone') }})
+  {%- else -%}{{ in_window(column, lo, hi) }}{%- endif -%}
 {%- endmacro %}
 

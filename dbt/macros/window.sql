@@ -14,9 +14,13 @@
   ({{ column }} >= {{ lo or window_start() }} and {{ column }} < {{ hi or window_end() }})
 {%- endmacro %}
 
-{# The window filter on `column` (grain 'date': a date column, compared with the window's UTC dates). #}
+{# The window filter on `column` (grain 'date': a date column, compared with the window's UTC dates;
+   'local_date': a date in the zone of the row's `timezone` column, the local dates the window overlaps). #}
 {% macro window_filter(column, grain=none) -%}
-  {% if grain == 'date' -%}
+  {% if grain == 'local_date' -%}
+    ({{ column }} between {{ local_date(window_start(), 'timezone') }}
+      and {{ local_date('(' ~ window_end() ~ " - interval '1 microsecond')", 'timezone') }})
+  {%- elif grain == 'date' -%}
     ({{ column }} >= {{ utc_date(window_start()) }} and {{ column }} < {{ utc_date(window_end()) }})
   {%- else -%}
     {{ in_window(column) }}

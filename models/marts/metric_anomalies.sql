@@ -1,5 +1,6 @@
 {{ config(
     materialized='table',
+    meta={'built_in': 'warehouse'},
     tags=['daily'],
     indexes=[{'columns': ['bot_id', 'date', 'metric'], 'unique': true}, {'columns': ['date']}],
 ) }}

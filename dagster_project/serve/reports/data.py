@@ -104,6 +104,17 @@ where partition_hour >= %(t0)s and partition_hour < %(t1)s
 group by 1, 2 order by 3 desc, 1, 2
 """
 
+ANOMALIES_SQL = f"""
+select a.date, a.bot_id, b.bot_name, a.metric, a.value, a.baseline_median, a.threshold, a.direction
+from marts.metric_anomalies a
+join marts.dim_bots b using (bot_id)
+where a.date >= %(d0)s and a.date < %(d1)s and {SCOPE_FILTER.replace('organization_id', 'a.organization_id')}
+order by a.date, b.bot_name, a.bot_id, a.metric
+"""
+# metric_anomalies' metrics as a report names them
+ANOMALY_METRICS = {"p95_response_time_ms": "p95 response time (ms)", "error_rate": "error rate (%)",
+                   "fallback_rate": "fallback rate (%)", "total_messages": "messages"}
+
 KPI_FIELDS: dict[str, str] = {
     "conversations": "Conversations",
     "messages": "Messages",
@@ -154,6 +165,7 @@ class ReportData:
     bots_by_p95: list[dict]
     bots_by_success: list[dict]
     quarantined: list[dict]
+    anomalies: list[dict] = field(default_factory=list)  # marts.metric_anomalies rows dated in the period
     revisions: list[str] = field(default_factory=list)  # late data that changed a past report's numbers
     stale_marts: list[str] = field(default_factory=list)  # mart partitions not (re)built when rendered
     generated_at: datetime | None = None
@@ -227,11 +239,26 @@ def read_quarantine(conn: psycopg.Connection, period: Period, scope: Scope) -> l
         return cur.execute(QUARANTINE_SQL, p).fetchall()
 
 
+def read_anomalies(conn: psycopg.Connection, period: Period, scope: Scope) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(ANOMALIES_SQL, params(period, scope)).fetchall()
+
+
+def anomaly_line(anomaly: dict) -> str:
+    """One anomaly as a report says it: the date, the bot, the value against the bot's usual one."""
+    side = "above" if anomaly["direction"] == "high" else "below"
+    value = Decimal(anomaly["value"])
+    shown = f"{int(value):,}" if value == value.to_integral_value() else f"{value:,}"
+    return (f"{anomaly['date']:%Y-%m-%d} {anomaly['bot_name']}: {ANOMALY_METRICS[anomaly['metric']]} {shown}, "
+            f"{side} its usual {anomaly['baseline_median']:,.6g} (more than {anomaly['threshold']:,.6g} away; the "
+            "median of its 14 days before)")
+
+
 def read_report(conn: psycopg.Connection, period: Period, scope: Scope) -> ReportData:
     kpis = read_kpis(conn, period, scope)
     by_p95, by_success = read_bot_rankings(conn, period, scope)
     return ReportData(
         period=period, scope=scope, kpis=kpis, previous_kpis=read_kpis(conn, period.previous, scope),
         series=read_series(conn, period, scope), bots_by_p95=by_p95, bots_by_success=by_success,
-        quarantined=read_quarantine(conn, period, scope),
+        quarantined=read_quarantine(conn, period, scope), anomalies=read_anomalies(conn, period, scope),
     )

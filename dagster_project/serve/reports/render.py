@@ -15,7 +15,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from dagster_project.serve.reports.charts import chart_png, draw_message_volume, draw_response_times
-from dagster_project.serve.reports.data import KPI_FIELDS, PERCENT_KPIS, ReportData
+from dagster_project.serve.reports.data import KPI_FIELDS, PERCENT_KPIS, ReportData, anomaly_line
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("dagster_project.serve.reports", "templates"),
@@ -55,6 +55,7 @@ def report_json(report: ReportData) -> dict:
         "series": [{k: plain(v) for k, v in row.items()} for row in report.series],
         "bots_by_p95": [{k: plain(v) for k, v in row.items()} for row in report.bots_by_p95],
         "bots_by_success": [{k: plain(v) for k, v in row.items()} for row in report.bots_by_success],
+        "anomalies": [{k: plain(v) for k, v in row.items()} for row in report.anomalies],
         "quarantined": report.quarantined, "revisions": report.revisions, "stale_marts": report.stale_marts,
     }
 
@@ -66,7 +67,7 @@ def render_html(report: ReportData) -> str:
     }
     return TEMPLATES.get_template("report.html.j2").render(
         title=subject(report), report=report, kpi_fields=KPI_FIELDS, changes=report.changes(), fmt=fmt,
-        charts=charts, data=report_json(report))
+        charts=charts, data=report_json(report), anomaly_lines=[anomaly_line(a) for a in report.anomalies])
 
 
 def subject(report: ReportData) -> str:
@@ -109,6 +110,11 @@ def render_pdf(report: ReportData, path: Path) -> None:
         lines += ["", "Bots by success rate (%)"]
         lines += [f"  {b['rank']:<5} {textwrap.shorten(b['bot_name'], 50):<52} {b['success_rate']:>8}"
                   for b in report.bots_by_success] or ["  no bot replies in this period"]
+        lines += ["", "Anomalies (each bot against its own 14 days before)"]
+        for anomaly in report.anomalies:
+            lines += textwrap.wrap(anomaly_line(anomaly), 95, initial_indent="  ", subsequent_indent="    ")
+        if not report.anomalies:
+            lines += ["  no bot metric was anomalous in this period"]
         lines += ["", "Data quality"]
         lines += [f"  {q['rows']:,} row(s) of {q['source_table']} quarantined by rule {q['rule']}"
                   for q in report.quarantined] or ["  no rows quarantined in this period"]

@@ -26,7 +26,7 @@ SPEC_PATH = REPO_ROOT / "superset" / "dashboards.yaml"
 NAMESPACE = uuid.UUID("6f1c1d4e-7a43-4b0e-9a55-0b0f10b07f10")
 DATABASE_NAME = "BotFlow warehouse"
 VIZ_TYPES = {"line": "echarts_timeseries_line", "bar": "echarts_timeseries_bar", "big_number": "big_number_total",
-             "table": "table", "raw_table": "table"}
+             "table": "table", "raw_table": "table", "category_bar": "echarts_timeseries_bar"}
 TEMPORAL_TYPES = {"timestamp", "timestamptz", "date"}
 
 
@@ -127,6 +127,17 @@ def chart_form_and_query(name: str, chart: dict, dataset: dict) -> tuple[dict, d
                          "label": time_column, "expressionType": "SQL"}, *groupby],
             "series_columns": groupby, "metrics": metrics, "orderby": [[metrics[0], False]],
             "extras": {"having": "", "where": "", "time_grain_sqla": chart["grain"]},
+        })
+    elif viz == "category_bar":  # bars over a column's values (a histogram's buckets), in their order
+        x_axis = chart["x_axis"]
+        form.update({"x_axis": x_axis, "xAxisForceCategorical": True, "x_axis_sort": x_axis, "x_axis_sort_asc": True,
+                     "metrics": metrics, "groupby": groupby, "show_legend": bool(groupby), "show_value": True,
+                     "legendOrientation": "top", "y_axis_format": "SMART_NUMBER", "orientation": "vertical",
+                     "stack": "Stack" if chart.get("stack") else None})
+        query.update({
+            "columns": [{"columnType": "BASE_AXIS", "sqlExpression": x_axis, "label": x_axis, "expressionType": "SQL"},
+                        *groupby],
+            "series_columns": groupby, "metrics": metrics, "orderby": [[x_axis, True]],
         })
     elif viz == "big_number":
         form.update({"metric": metrics[0], "header_font_size": 0.4, "subheader_font_size": 0.15,

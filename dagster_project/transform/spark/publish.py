@@ -30,13 +30,15 @@ SCRATCH_SCHEMA = "spark_publish"
 
 @functools.cache
 def mart_windows() -> dict[str, tuple[str, str]]:
-    """The partitioned marts: name -> (the column their windows are cut by, its grain), from each model's
-    config meta.window (models/marts/*.sql), the one place it is written."""
+    """The partitioned marts Spark builds: name -> (the column their windows are cut by, its grain), from each
+    model's config meta.window (models/marts/*.sql), the one place it is written. Those whose meta says
+    `built_in: warehouse` are dbt's in PostgreSQL on both engines (transform/assets.run_on_spark)."""
     manifest = json.loads(ensure_manifest().read_text())
     windows = {}
     for node in manifest["nodes"].values():
-        window = (node.get("config", {}).get("meta") or {}).get("window")
-        if node["resource_type"] == "model" and window:
+        meta = node.get("config", {}).get("meta") or {}
+        window = meta.get("window")
+        if node["resource_type"] == "model" and window and meta.get("built_in") != "warehouse":
             windows[node["name"]] = (window["column"], window.get("grain", "timestamp"))
     return windows
 
