@@ -81,6 +81,9 @@ CONVERSATIONS = {
          None, None),  # open until Monday 26 October: on Sunday 25 October 01:30 (opening) occurs twice
     34: (GLOBEX, BOT_OF[GLOBEX], "+27820000034", "escalated", at(11), at(13), None, None, None),  # lunch break
     35: (INITECH, BOT_OF[INITECH], "+27820000035", "active", at(20), None, None, None, None),
+    # 01:30 to 06:00 on 2 April in Kolkata: one local day across the UTC midnight (a day rebuilt alone must
+    # rebuild that local day whole)
+    36: (UMBRELLA, BOT_OF[UMBRELLA], "+27820000036", "active", at(20), None, None, None, None),
 }
 
 # message id -> (conversation, direction, created, response_time_ms, outcome, kb, model, prompt,
@@ -124,6 +127,10 @@ MESSAGES = {
     51: (34, "outbound", at(12, minutes=45), None, "fallback", None, None, 10, 10, None),  # 13:45: 45 business min
     52: (35, "inbound", at(20), None, None, None, None, 0, 0, None),
     53: (35, "outbound", at(20, seconds=2), None, "success", None, None, 10, 10, None),  # exactly at the target
+    54: (36, "inbound", at(20), None, None, None, None, 0, 0, None),  # 01:30 IST on 2 April, 1 April in UTC
+    55: (36, "outbound", at(20, seconds=1), None, "success", None, None, 10, 10, None),
+    56: (36, "inbound", at(24, minutes=30), None, None, None, None, 0, 0, None),  # 06:00 IST, 2 April in UTC too
+    57: (36, "outbound", at(24, minutes=30, seconds=1), None, "success", None, None, 10, 10, None),
     # bad messages, one per rule
     20: (2, "sideways", at(10, minutes=6), None, None, None, None, 0, 0, "message_direction_unknown"),
     21: (2, "inbound", None, None, None, None, None, 0, 0, "message_created_at_invalid"),
@@ -312,6 +319,10 @@ def test_service_metrics_in_business_time(edge):
     acme = bots[(BOT_OF[ACME], D.date())]  # conversation 31 only (30 started on the 2nd)
     assert (acme["first_response_p50_ms"], acme["first_response_p95_ms"], acme["sla_met_rate"]) == (5000, 5000, 0)
     assert bots[(BOT_OF[UMBRELLA], D.date())]["sla_met_rate"] is None  # no target: no verdict
+    local = mart_rows(scenario.warehouse_url, "marts.bot_performance_metrics_local")
+    kolkata_2_april = local[(BOT_OF[UMBRELLA], date(2026, 4, 2))]  # conversation 36's 4 messages, both UTC days
+    assert (kolkata_2_april["total_messages"], kolkata_2_april["timezone"]) == (4, "Asia/Kolkata")
+    assert local[(BOT_OF[INITECH], D.date())]["timezone"] == "UTC"  # an unknown zone's days are UTC days
     histogram = mart_rows(scenario.warehouse_url, "marts.response_time_histogram")
     assert (histogram[(BOT_1, at(24), 250)]["bucket_upper_ms"], histogram[(BOT_1, at(24), 250)]["replies"]) == (
         500, 1)  # 250 ms exactly: [250, 500)
