@@ -82,6 +82,11 @@ def test_bot_performance_metrics_equal_oracle(marts_built):
     oracle_tests.test_bot_performance_metrics_equal_oracle(marts_built)
 
 
+def test_bot_performance_metrics_local_equal_oracle(marts_built):
+    """Built in the warehouse after the Spark marts are published (meta.built_in: warehouse)."""
+    oracle_tests.test_bot_performance_metrics_local_equal_oracle(marts_built)
+
+
 def test_response_time_histogram_equals_oracle(marts_built):
     oracle_tests.test_response_time_histogram_equals_oracle(marts_built)
 

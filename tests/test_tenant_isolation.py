@@ -94,6 +94,7 @@ def test_every_mart_and_live_relation_is_isolated_and_nothing_else_is_granted(wa
         relations = isolated_relations(conn)
         assert {"marts.fct_bot_replies", "marts.conversation_metrics", "marts.usage_analytics",
                 "marts.bot_performance_metrics", "marts.dim_bots", "marts.dim_organizations",
+                "marts.bot_performance_metrics_local", "marts.metric_anomalies", "marts.response_time_histogram",
                 "live.organization_metrics", "live.conversation_feed"} <= set(relations)
         for relation in relations:
             kind, rls, options = conn.execute("select relkind, relrowsecurity, reloptions from pg_class "

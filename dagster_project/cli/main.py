@@ -373,7 +373,8 @@ def print_marts(settings: Settings, start: date, end: date) -> None:
         counts = conn.execute(
             "select (select count(*) from marts.conversation_metrics), "
             "(select count(*) from marts.bot_performance_metrics), (select count(*) from marts.usage_analytics), "
-            "(select count(*) from marts.fct_bot_replies), (select count(*) from raw.quarantine)"
+            "(select count(*) from marts.fct_bot_replies), (select count(*) from raw.quarantine), "
+            "(select count(*) from marts.bot_performance_metrics_local), (select count(*) from marts.metric_anomalies)"
         ).fetchone()
         rows = conn.execute(
             """
@@ -390,6 +391,8 @@ def print_marts(settings: Settings, start: date, end: date) -> None:
     print()
     print(f"marts: {counts[0]} conversation_metrics rows, {counts[1]} bot_performance_metrics rows, "
           f"{counts[2]} usage_analytics rows, {counts[3]} bot replies; {counts[4]} rows in raw.quarantine")
+    print(f"       {counts[5]} bot days in each organization's zone (bot_performance_metrics_local); {counts[6]} "
+          "anomalies (metric_anomalies: a verdict needs 7 earlier days, e.g. `botflow demo --days 10`)")
     print()
     header = f"{'bot':<20} {'conversations':>13} {'messages':>9} {'p95 ms':>7} {'success %':>9} {'cost $':>8}"
     print(header)
