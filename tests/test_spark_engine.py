@@ -15,15 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 
+import psycopg
 import pytest
 import test_change_capture as change_capture
 import test_edge_cases as edge_cases
 import test_idempotency as idempotency
 import test_marts_match_oracle as oracle_tests
 import test_reports as reports
+import test_tenant_isolation as tenant_isolation
 from conftest import engine_environment, lenient_quality_limits, module_scenario, simulated_and_built
 
 from dagster_project.core.settings import scoped_environment
+from dagster_project.serve.superset.logins import user_login
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,28 @@ def test_conversation_metrics_equal_oracle(marts_built):
 
 def test_bot_performance_metrics_equal_oracle(marts_built):
     oracle_tests.test_bot_performance_metrics_equal_oracle(marts_built)
+
+
+def test_a_tenant_reads_only_its_organizations_rows_of_the_published_marts(edge):
+    """Publishing replaces rows inside the isolated PostgreSQL marts: their policies hold for what Spark wrote."""
+    from dagster_project.serve.superset.sync import ensure_superset_logins, ensure_user_login
+
+    scenario, *_ = edge
+    with scenario.warehouse() as owner:
+        ensure_superset_logins(owner, tenant_isolation.KEY)
+        ensure_user_login(owner, tenant_isolation.KEY, "alice", edge_cases.ORG_A)
+        owner.commit()
+        with psycopg.connect(tenant_isolation.login_url(scenario, user_login("alice"))) as tenant:
+            compared = 0
+            for relation in tenant_isolation.isolated_relations(owner):
+                everything = tenant_isolation.frame(owner, f"select * from {relation}")
+                expected = everything[everything["organization_id"] == edge_cases.ORG_A]
+                got = tenant_isolation.frame(tenant, f"select * from {relation}")
+                assert tenant_isolation.rows(got) == tenant_isolation.rows(expected), relation
+                compared += len(expected)
+            assert compared > 0 and tenant_isolation.frame(
+                tenant, "select count(*) as n from marts.fct_bot_replies where organization_id <> "
+                f"'{edge_cases.ORG_A}'")["n"][0] == 0
 
 
 def test_bot_performance_metrics_local_equal_oracle(marts_built):
