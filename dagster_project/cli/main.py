@@ -391,8 +391,9 @@ def print_marts(settings: Settings, start: date, end: date) -> None:
     print()
     print(f"marts: {counts[0]} conversation_metrics rows, {counts[1]} bot_performance_metrics rows, "
           f"{counts[2]} usage_analytics rows, {counts[3]} bot replies; {counts[4]} rows in raw.quarantine")
+    hint = "" if counts[6] else " (a verdict needs 7 earlier days: `botflow demo --days 10` has some)"
     print(f"       {counts[5]} bot days in each organization's zone (bot_performance_metrics_local); {counts[6]} "
-          "anomalies (metric_anomalies: a verdict needs 7 earlier days, e.g. `botflow demo --days 10`)")
+          f"rows in metric_anomalies{hint}")
     print()
     header = f"{'bot':<20} {'conversations':>13} {'messages':>9} {'p95 ms':>7} {'success %':>9} {'cost $':>8}"
     print(header)
