@@ -29,13 +29,13 @@ history as (
     where d.value is not null and past.value is not null
 ),
 medians as (
-    select bot_id, date, metric, percentile_cont(0.5) within group (order by value) as baseline_median
+    select bot_id, date, metric, {{ metric('baseline_median', 'value') }} as baseline_median
     from history group by 1, 2, 3
     having count(*) >= 7  -- fewer than 7 values: no verdict
 ),
 spreads as (
     select h.bot_id, h.date, h.metric, m.baseline_median,
-      1.4826 * percentile_cont(0.5) within group (order by abs(h.value - m.baseline_median)) as spread
+      1.4826 * {{ metric('baseline_median', 'abs(h.value - m.baseline_median)') }} as spread
     from history h join medians m using (bot_id, date, metric)
     group by 1, 2, 3, 4
 ),
