@@ -2,8 +2,8 @@
   bot_performance_metrics over [lo, hi), one row per bot and period.
   period='day': per UTC date (the mart); period='local_day': per date in the organization's zone, the local
   days [lo, hi) overlaps whole (bot_performance_metrics_local: every relation has the organization's
-  `timezone`); period='range': one row per bot for the whole range (marts.get_bot_performance_summary). Both use this one query, so the function and the mart
-  can never disagree. `rel` maps messages / replies / conversations / conversation_metrics / bots to relations
+  `timezone`); period='range': one row per bot for the whole range (marts.get_bot_performance_summary). All
+  use this one query, so the function and the marts can never disagree. `rel` maps messages / replies / conversations / conversation_metrics / bots to relations
   (first responses and SLA verdicts are read from conversation_metrics, their one definition).
 #}
 {% macro bot_performance_select(rel, lo, hi, period='day', bot_filter='true') -%}

@@ -33,8 +33,14 @@
 {% macro in_period_window(column, lo, hi, period) -%}
   {%- if period == 'local_day' -%}
   ({{ in_window(column, '(' ~ lo ~ " - interval '2 days')", '(' ~ hi ~ " + interval '2 days')") }}
-    and {{ local_date(column, 'timezone') }} between {{ local_date(lo, 'timezone') }}
-      and {{ local_date('(' ~ hi ~ " - interval '1 microsecond')", 'timezone') }})
+    and {{ in_local_days(local_date(column, 'timezone'), lo, hi) }})
   {%- else -%}{{ in_window(column, lo, hi) }}{%- endif -%}
+{%- endmacro %}
+
+{# `day` (a date in the zone of the row's `timezone` column) is one of the local days [lo, hi) overlaps: the
+   rows a local-day run reads, and those it deletes and tests (window.sql, grain 'local_date'). #}
+{% macro in_local_days(day, lo, hi) -%}
+  ({{ day }} between {{ local_date(lo, 'timezone') }}
+      and {{ local_date('(' ~ hi ~ " - interval '1 microsecond')", 'timezone') }})
 {%- endmacro %}
 

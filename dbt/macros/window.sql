@@ -18,8 +18,7 @@
    'local_date': a date in the zone of the row's `timezone` column, the local dates the window overlaps). #}
 {% macro window_filter(column, grain=none) -%}
   {% if grain == 'local_date' -%}
-    ({{ column }} between {{ local_date(window_start(), 'timezone') }}
-      and {{ local_date('(' ~ window_end() ~ " - interval '1 microsecond')", 'timezone') }})
+    {{ in_local_days(column, window_start(), window_end()) }}
   {%- elif grain == 'date' -%}
     ({{ column }} >= {{ utc_date(window_start()) }} and {{ column }} < {{ utc_date(window_end()) }})
   {%- else -%}
