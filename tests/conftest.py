@@ -156,7 +156,7 @@ def make_scenario() -> Iterator:
 
 
 def run_job(instance, job_name: str, *, start: str | None = None, end: str | None = None,
-            partition_key: str | None = None, asset_selection=None, defs=None):
+            partition_key: str | None = None, asset_selection=None, defs=None, tags: dict | None = None):
     """Run a job of the code location in-process, recorded in the instance; raise on failure."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -165,9 +165,9 @@ def run_job(instance, job_name: str, *, start: str | None = None, end: str | Non
     if defs is None:
         from dagster_project.definitions import defs
 
-    tags = {}
+    tags = dict(tags or {})
     if start is not None:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end or start}
+        tags |= {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end or start}
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(instance=instance, tags=tags, partition_key=partition_key,
                                     asset_selection=asset_selection, run_config=QUIET_LOGS,

@@ -21,25 +21,32 @@ def test_definitions_load_with_the_expected_assets_and_jobs():
         assert defs.resolve_job_def(job)
 
 
+PENDING = "pending"  # a report's catch-up run: the organizations whose local period had not ended (build.py)
+
+
 @pytest.mark.parametrize(
-    ("schedule", "tick", "partition"),
+    ("schedule", "tick", "partitions"),
     [
-        ("hourly_at_05", datetime(2026, 3, 1, 10, 5, tzinfo=UTC), "2026-03-01-09:00"),
-        ("hourly_at_05", datetime(2026, 3, 2, 0, 5, tzinfo=UTC), "2026-03-01-23:00"),
-        ("daily_at_0100", datetime(2026, 3, 2, 1, 0, tzinfo=UTC), "2026-03-01"),
-        ("daily_report_at_0700", datetime(2026, 3, 2, 7, 0, tzinfo=UTC), "2026-03-01"),
-        # Monday 2026-03-09 07:00: the ISO week Monday 2026-03-02 .. Sunday 2026-03-08
-        ("weekly_report_monday_0700", datetime(2026, 3, 9, 7, 0, tzinfo=UTC), "2026-03-02"),
+        ("hourly_at_05", datetime(2026, 3, 1, 10, 5, tzinfo=UTC), [("2026-03-01-09:00", None)]),
+        ("hourly_at_05", datetime(2026, 3, 2, 0, 5, tzinfo=UTC), [("2026-03-01-23:00", None)]),
+        ("daily_at_0100", datetime(2026, 3, 2, 1, 0, tzinfo=UTC), [("2026-03-01", None)]),
+        # yesterday's reports, and the catch-up of the day before's for the zones west of UTC
+        ("daily_report_at_0700", datetime(2026, 3, 2, 7, 0, tzinfo=UTC), [("2026-03-01", None),
+                                                                          ("2026-02-28", PENDING)]),
+        # Monday 2026-03-09 07:00: the ISO week Monday 2026-03-02 .. Sunday 2026-03-08; Tuesday: its catch-up
+        ("weekly_report_monday_0700", datetime(2026, 3, 9, 7, 0, tzinfo=UTC), [("2026-03-02", None)]),
+        ("weekly_report_monday_0700", datetime(2026, 3, 10, 7, 0, tzinfo=UTC), [("2026-03-02", PENDING)]),
     ],
 )
-def test_schedules_target_the_previous_partition(schedule, tick, partition):
+def test_schedules_target_the_previous_partition(schedule, tick, partitions):
     schedule_def = defs.resolve_schedule_def(schedule)
     assert schedule_def.cron_schedule == {"hourly_at_05": "5 * * * *", "daily_at_0100": "0 1 * * *",
                                           "daily_report_at_0700": "0 7 * * *",
-                                          "weekly_report_monday_0700": "0 7 * * 1"}[schedule]
+                                          "weekly_report_monday_0700": "0 7 * * 1,2"}[schedule]
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         result = schedule_def.evaluate_tick(context)
-    assert [r.partition_key for r in result.run_requests] == [partition]
+    assert [(r.partition_key, r.tags.get("botflow/reports")) for r in result.run_requests] == partitions
+    assert len({r.run_key for r in result.run_requests}) == len(partitions)
 
 
 def test_partitioned_assets_backfill_as_one_run_retry_and_use_pools():

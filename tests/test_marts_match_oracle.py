@@ -197,6 +197,37 @@ def test_sql_functions_are_exact_over_ranges(marts_built):
     assert usage[2] == sum(m["direction"] == "outbound" for m in org_msgs)
 
 
+def test_bot_summary_over_local_dates_is_exact_in_the_bots_zone(marts_built):
+    """get_bot_performance_summary_local: the dates 2026-03-02..03 in the zone of the bot's organization, e.g.
+    Kolkata's from 2026-03-01 18:30 to 2026-03-03 18:30 UTC; its counts equal bot_performance_metrics_local's."""
+    scenario, _, src, valid, window = marts_built
+    messages, conversations = oracle.in_scope(valid, window)
+    zones = {o["id"]: oracle.zone_of(o["timezone"]) for o in src["organizations"].to_dict("records")}
+    checked = set()
+    with scenario.warehouse() as conn:
+        bots = conn.execute("select b.bot_id, b.organization_id, sum(m.total_messages) from marts.dim_bots b "
+                            "join marts.bot_performance_metrics_local m using (bot_id) group by 1, 2 "
+                            "order by 3 desc").fetchall()
+        for bot_id, org_id, _ in bots:
+            zone = zones[org_id]
+            if zone.key in checked:
+                continue
+            checked.add(zone.key)
+            summary = conn.execute("select * from marts.get_bot_performance_summary_local(%s, '2026-03-02', "
+                                   "'2026-03-03')", (bot_id,)).fetchone()
+            days = conn.execute("select sum(total_conversations), sum(total_messages) from "
+                                "marts.bot_performance_metrics_local where bot_id = %s and date between "
+                                "'2026-03-02' and '2026-03-03'", (bot_id,)).fetchone()
+            lo, hi = (datetime(2026, 3, d, tzinfo=zone).astimezone(UTC) for d in (2, 4))
+            bot_msgs = [m for m in messages if m["bot_id"] == bot_id and lo <= m["created_at"] < hi]
+            times = [m["response_time"] for m in bot_msgs if m["response_time"] is not None]
+            started = [c for c in conversations.values() if c["bot_id"] == bot_id and lo <= c["started_at"] < hi]
+            assert summary[2:4] == (len(started), len(bot_msgs)) == tuple(days), zone.key
+            assert summary[5:9] == (oracle.avg_ms(times), *(oracle.percentile_ms(times, p)
+                                                             for p in (0.5, 0.95, 0.99))), zone.key
+    assert {"Asia/Kolkata", "America/Sao_Paulo", "Europe/London"} <= checked
+
+
 
 def test_export_round_trips_through_csv_with_the_marts_values(built, tmp_path):
     import csv

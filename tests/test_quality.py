@@ -243,6 +243,7 @@ def test_marts_freshness_policies_pass_when_just_built_and_fail_a_day_later(ware
         return {key.path[-1]: records[key].freshness_state.value for key in marts}
 
     assert states() == dict.fromkeys(["fct_bot_replies", "usage_analytics", "response_time_histogram",
-                                      "conversation_metrics", "bot_performance_metrics", "metric_anomalies"], "PASS")
+                                      "conversation_metrics", "bot_performance_metrics",
+                                      "bot_performance_metrics_local", "metric_anomalies"], "PASS")
     with freeze_time(datetime.now(UTC) + timedelta(hours=28)):
         assert set(states().values()) == {"FAIL"}

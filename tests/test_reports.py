@@ -12,11 +12,12 @@ import re
 import subprocess
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from email import message_from_bytes, policy
 from fractions import Fraction
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import oracle
@@ -82,7 +83,6 @@ def expected_kpis(facts: OracleFacts, lo: datetime, hi: datetime, org) -> dict:
     started = [c for c in convs if lo <= c["started_at"] < hi]
     ended = [c for c in convs if c["ended_at"] is not None and lo <= c["ended_at"] < hi]
     rated = [c["customer_satisfaction"] for c in ended if c["customer_satisfaction"] is not None]
-    usage = [u for u in facts.usage if lo <= u["hour"] < hi and mine(u)]
     handoffs = sum(c["handoff_at"] is not None or c["status"] == "escalated" for c in started)
     service = [facts.service[c["id"]] for c in started if c["id"] in facts.service]
     first_responses = [r["first_response_time_ms"] for r in service if r["first_response_time_ms"] is not None]
@@ -102,8 +102,8 @@ def expected_kpis(facts: OracleFacts, lo: datetime, hi: datetime, org) -> dict:
         "csat": text(None if not rated else oracle.half_up(Fraction(sum(rated), len(rated)), 2)),
         "first_response_p50_ms": oracle.percentile_ms(first_responses, 0.5),
         "sla_met_rate": text(oracle.rate(sum(verdicts), len(verdicts))),
-        "tokens": sum(u["tokens_used"] for u in usage),
-        "cost_usd": text(oracle.half_up(sum(u["estimated_cost_usd"] for u in usage), 2)),
+        "tokens": sum(m["tokens"] for m in replies),
+        "cost_usd": text(oracle.half_up(sum((m["cost"] for m in replies), Decimal(0)), 2)),
     }
 
 
@@ -113,13 +113,20 @@ def report_data(html: Path) -> dict:
     return json.loads(match.group(1))
 
 
-def bounds(start: str, days: int) -> tuple[datetime, datetime]:
-    lo = datetime.fromisoformat(start).replace(tzinfo=UTC)
-    return lo, lo + timedelta(days=days)
+def bounds(start: str, days: int, zone: str = "UTC") -> tuple[datetime, datetime]:
+    """The instants of `days` dates from `start` in `zone` (zoneinfo), in UTC."""
+    first = date.fromisoformat(start)
+    lo, hi = (datetime.combine(d, time(), ZoneInfo(zone)).astimezone(UTC) for d in (first, first + timedelta(days)))
+    return lo, hi
 
 
-def render(instance, kind: str, key: str):
-    return run_job(instance, f"{kind}_report_job", partition_key=key,
+def zones(src) -> dict[str, str]:
+    """Organization id -> its zone as the oracle repairs it."""
+    return {str(o["id"]): oracle.zone_of(o["timezone"]).key for o in src["organizations"].to_dict("records")}
+
+
+def render(instance, kind: str, key: str, tags: dict | None = None):
+    return run_job(instance, f"{kind}_report_job", partition_key=key, tags=tags,
                    asset_selection=[dg.AssetKey(["reports", f"{kind}_report"])])
 
 
@@ -141,41 +148,75 @@ def first_org(src) -> tuple[uuid.UUID, str]:
 
 
 # -- the tests -----------------------------------------------------------------------------------
-def test_daily_report_numbers_equal_the_oracle_for_platform_and_organization(built, dagster_instance):
+def test_daily_report_numbers_equal_the_oracle_for_platform_and_each_organization_in_its_zone(built,
+                                                                                            dagster_instance):
+    """The platform's day is the UTC day; each organization's is its own local day: +02:00, London, -03:00 and
+    +05:30 (Umbrella Health's day runs from 18:30 UTC to 18:30 UTC)."""
     scenario, src, facts, out = built
     render(dagster_instance, "daily", DAY)
     folder = out / "daily" / DAY
     manifest = json.loads((folder / "manifest.json").read_text())
-    org_id, org_name = first_org(src)
+    org_zone = zones(src)
     assert [e["scope"] for e in manifest][0] == "platform"
     assert len(manifest) == 1 + len(src["organizations"])
-    org_entry = next(e for e in manifest if e["organization_id"] == str(org_id))
-    for html, org in ((folder / "platform.html", None), (folder / org_entry["html"], org_id)):
+    assert "Asia/Kolkata" in org_zone.values() and "America/Sao_Paulo" in org_zone.values()
+    for entry in manifest:
+        org = entry["organization_id"]
+        zone = "UTC" if org is None else org_zone[org]
+        html = folder / entry["html"]
         data = report_data(html)
-        lo, hi = bounds(DAY, 1)
-        assert data["kpis"] == expected_kpis(facts, lo, hi, org), html.name
-        assert data["previous_kpis"] == expected_kpis(facts, lo - timedelta(days=1), lo, org), html.name
+        lo, hi = bounds(DAY, 1, zone)
+        previous = bounds((date.fromisoformat(DAY) - timedelta(days=1)).isoformat(), 1, zone)
+        who = None if org is None else uuid.UUID(org)
+        assert data["kpis"] == expected_kpis(facts, lo, hi, who), (html.name, zone)
+        assert data["previous_kpis"] == expected_kpis(facts, *previous, who), (html.name, zone)
+        assert (data["zone"], data["period_bounds"]) == (zone, [lo.isoformat(), hi.isoformat()])
         assert data["kpis"]["conversations"] > 0 and data["kpis"]["p95_response_time_ms"] is not None
         assert data["stale_marts"] == []
-        assert len(data["series"]) == 24
         # what a reader sees is the same number
         text = html.read_text()
         assert f'data-kpi="conversations"><div class="name">Conversations</div>\n    <div class="value">' \
                f'{data["kpis"]["conversations"]:,}</div>' in text
-    assert org_name in (folder / org_entry["html"]).read_text()
+        assert f"in {zone} time" in text
+        if org is not None:
+            assert entry["name"] in text
 
 
 def test_daily_report_series_and_bot_rankings_come_from_the_reply_facts(built, dagster_instance):
+    """The chart's hours are the UTC hours wholly inside the scope's day (usage_analytics is kept by UTC hour):
+    24 local hours in a whole-hour zone; in +05:30 the 23 hours from 00:30 to 23:30 local time."""
     scenario, src, facts, out = built
     render(dagster_instance, "daily", DAY)
-    data = report_data(out / "daily" / DAY / "platform.html")
-    lo, hi = bounds(DAY, 1)
+    folder = out / "daily" / DAY
+    org_zone = zones(src)
     with scenario.warehouse() as conn:
-        per_hour = dict(conn.execute(
-            "select date_trunc('hour', created_at, 'UTC'), count(*) filter (where direction = 'inbound') "
-            "from intermediate.int_messages where created_at >= %s and created_at < %s group by 1",
-            (lo, hi)).fetchall())
-    assert {datetime.fromisoformat(r["bucket"]): r["inbound"] for r in data["series"] if r["inbound"]} == per_hour
+        per_hour = conn.execute(
+            "select organization_id::text, date_trunc('hour', created_at, 'UTC'), "
+            "count(*) filter (where direction = 'inbound'), count(*) filter (where direction = 'outbound') "
+            "from intermediate.int_messages group by 1, 2").fetchall()
+    for entry in json.loads((folder / "manifest.json").read_text()):
+        org = entry["organization_id"]
+        zone = "UTC" if org is None else org_zone[org]
+        lo, hi = bounds(DAY, 1, zone)
+        hours = [h for h in (lo.replace(minute=0) + timedelta(hours=i) for i in range(26)) if lo <= h and h < hi
+                 and h + timedelta(hours=1) <= hi]
+        series = report_data(folder / entry["html"])["series"]
+        assert [datetime.fromisoformat(r["bucket"]) for r in series] == hours, zone
+        assert len(series) == (23 if zone == "Asia/Kolkata" else 24)
+        expected: dict = {}
+        for org_id, hour, inbound, outbound in per_hour:
+            if org in (None, org_id) and hour in hours:
+                was = expected.get(hour, (0, 0))
+                expected[hour] = (was[0] + inbound, was[1] + outbound)
+        assert {datetime.fromisoformat(r["bucket"]): (r["inbound"], r["outbound"]) for r in series
+                if r["inbound"] or r["outbound"]} == expected, zone
+        for row in series:
+            bucket = datetime.fromisoformat(row["bucket"])
+            times = [m["response_time"] for m in facts.messages if bucket <= m["created_at"] < bucket + timedelta(
+                hours=1) and m["response_time"] is not None and org in (None, str(m["organization_id"]))]
+            assert row["p95_ms"] == oracle.percentile_ms(times, 0.95), (zone, bucket)
+    data = report_data(folder / "platform.html")
+    lo, hi = bounds(DAY, 1)
     ranked = data["bots_by_p95"]
     assert [b["rank"] for b in ranked].count("best") >= 1
     p95s = [b["p95_response_time_ms"] for b in ranked]
@@ -198,7 +239,44 @@ def test_weekly_report_covers_exactly_seven_days(built, dagster_instance):
     assert (data["period_start"], data["period_end"]) == ("2026-11-09", "2026-11-16")
     assert [r["bucket"][:10] for r in data["series"]] == [(lo + timedelta(days=i)).date().isoformat() for i in range(7)]
     assert data["kpis"] == expected_kpis(facts, lo, hi, None)
+    # an organization's week: its seven local days (Umbrella Health's start at 18:30 UTC the day before)
+    org_zone = zones(src)
+    kolkata = next(org for org, zone in org_zone.items() if zone == "Asia/Kolkata")
+    entry = next(e for e in json.loads((folder / "manifest.json").read_text()) if e["organization_id"] == kolkata)
+    local = report_data(folder / entry["html"])
+    assert [datetime.fromisoformat(r["bucket"]) for r in local["series"]] == [
+        bounds((date.fromisoformat(WEEK) + timedelta(days=i)).isoformat(), 1, "Asia/Kolkata")[0] for i in range(7)]
+    assert local["series"][0]["bucket"] == "2026-11-08T18:30:00+00:00"
+    # 2026-11-08 (UTC) was never built: its report says so, naming the missing day
+    assert "bot_performance_metrics_local (1 of 8 days missing)" in local["stale_marts"]
     assert data["stale_marts"] == []
+
+
+def test_an_organization_west_of_utc_is_rendered_once_its_local_day_has_ended(built, dagster_instance):
+    """Initech Bank's (-03:00) day 2026-11-10 ends at 2026-11-11 03:00 UTC: its daily marts can be built after the
+    UTC day 2026-11-11, so the 07:00 run of 2026-11-11 leaves it pending and the catch-up run renders it alone."""
+    from dagster_project.serve.reports.assets import PENDING_TAG
+    from dagster_project.serve.reports.build import plan_period
+
+    scenario, src, _, out = built
+    period = Period("daily", date.fromisoformat(DAY))
+    with scenario.warehouse() as conn:
+        first_run = plan_period(conn, period, datetime(2026, 11, 11, 7, tzinfo=UTC))
+        catch_up = plan_period(conn, period, datetime(2026, 11, 12, 7, tzinfo=UTC))
+    assert [s.timezone for s in first_run.pending] == ["America/Sao_Paulo"]
+    assert len(first_run.due) == len(src["organizations"]) and first_run.due[0].organization_id is None
+    assert len(catch_up.due) == 1 + len(src["organizations"]) and not catch_up.pending
+
+    render(dagster_instance, "daily", DAY)
+    folder = out / "daily" / DAY
+    manifest = json.loads((folder / "manifest.json").read_text())
+    west = next(e for e in manifest if e["organization_id"] and zones(src)[e["organization_id"]] == "America/Sao_Paulo")
+    # the manifest as the 07:00 run left it
+    (folder / "manifest.json").write_text(json.dumps([e for e in manifest if e is not west]))
+    result = render(dagster_instance, "daily", DAY, tags={PENDING_TAG: "pending"})
+    metadata = result.asset_materializations_for_node("reports__daily_report")[0].metadata
+    assert metadata["rendered"].value == west["scope"]
+    assert json.loads((folder / "manifest.json").read_text()) == manifest  # the same entries, in the same order
 
 
 def test_report_with_marts_not_built_says_so(built, dagster_instance):

@@ -124,6 +124,10 @@ def test_sql_functions_are_exact_over_ranges(marts_built):
     oracle_tests.test_sql_functions_are_exact_over_ranges(marts_built)
 
 
+def test_bot_summary_over_local_dates_is_exact_in_the_bots_zone(marts_built):
+    oracle_tests.test_bot_summary_over_local_dates_is_exact_in_the_bots_zone(marts_built)
+
+
 def test_late_rows_reach_the_marts_and_the_report_then_a_full_refresh_reprices_all_history(
         dagster_instance, spark_cluster, tmp_path):
     """Late messages and changed conversations, found by the change-capture sensor, rebuilt on Spark; the daily

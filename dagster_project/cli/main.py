@@ -287,8 +287,13 @@ def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
 
     with dg.DagsterInstance.get() as instance:
         run_report(defs, instance, kind, day, deliver=deliver)
+        event = instance.get_latest_materialization_event(dg.AssetKey(["reports", f"{kind}_report"]))
     folder = period_folder(Period.containing(kind, day))
-    print(f"reports: {folder}/ (platform.html, platform.pdf, one pair per organization)")
+    pending = event.asset_materialization.metadata.get("pending") if event and event.asset_materialization else None
+    print(f"reports: {folder}/ (platform.html, platform.pdf, one pair per organization, each on its own days)")
+    if pending is not None and pending.value != "none":
+        print(f"  pending until their own {kind} period's UTC days are built (the schedule's catch-up renders "
+              f"them): {pending.value}")
 
 
 def cmd_superset(args) -> int:

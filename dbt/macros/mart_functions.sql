@@ -23,6 +23,22 @@
   {% set rel = mart_relations() %}
   {% set from_date = "(p_from_date::timestamp at time zone 'UTC')" %}
   {% set to_date = "((p_to_date + 1)::timestamp at time zone 'UTC')" %}
+  {# the bot's organization's zone (repaired to UTC when unknown): its local dates' bounds #}
+  {% set zone = "(select o.timezone from staging.stg_botflow__bots b join staging.stg_botflow__organizations o"
+                ~ " using (organization_id) where b.bot_id = p_bot_id)" %}
+  {% set from_local_date = "(p_from_date::timestamp at time zone " ~ zone ~ ")" %}
+  {% set to_local_date = "((p_to_date + 1)::timestamp at time zone " ~ zone ~ ")" %}
+  {% set summary_columns -%}
+  bot_id uuid, organization_id uuid, total_conversations integer, total_messages integer,
+  active_conversations integer, avg_response_time_ms integer, p50_response_time_ms integer,
+  p95_response_time_ms integer, p99_response_time_ms integer, success_rate numeric(5, 2),
+  error_rate numeric(5, 2), fallback_rate numeric(5, 2), handoff_rate numeric(7, 2),
+  knowledge_base_hit_rate numeric(5, 2), avg_tokens_per_conversation integer, total_tokens_used bigint,
+  total_cost_usd numeric(10, 2), cost_per_conversation_usd numeric(10, 6),
+  avg_conversation_duration_secs integer, avg_messages_per_conversation numeric(5, 2),
+  customer_satisfaction_avg numeric(3, 2), first_response_p50_ms bigint, first_response_p95_ms bigint,
+  sla_met_rate numeric(5, 2)
+  {%- endset %}
   {% call statement('botflow_mart_functions') %}
 create or replace function marts.calculate_response_time_percentiles(
   p_bot_id uuid, p_from timestamptz, p_to timestamptz)
@@ -38,20 +54,21 @@ comment on function marts.calculate_response_time_percentiles(uuid, timestamptz,
 
 drop function if exists marts.get_bot_performance_summary(uuid, date, date);
 create function marts.get_bot_performance_summary(p_bot_id uuid, p_from_date date, p_to_date date)
-returns table (bot_id uuid, organization_id uuid, total_conversations integer, total_messages integer,
-  active_conversations integer, avg_response_time_ms integer, p50_response_time_ms integer,
-  p95_response_time_ms integer, p99_response_time_ms integer, success_rate numeric(5, 2),
-  error_rate numeric(5, 2), fallback_rate numeric(5, 2), handoff_rate numeric(7, 2),
-  knowledge_base_hit_rate numeric(5, 2), avg_tokens_per_conversation integer, total_tokens_used bigint,
-  total_cost_usd numeric(10, 2), cost_per_conversation_usd numeric(10, 6),
-  avg_conversation_duration_secs integer, avg_messages_per_conversation numeric(5, 2),
-  customer_satisfaction_avg numeric(3, 2), first_response_p50_ms bigint, first_response_p95_ms bigint,
-  sla_met_rate numeric(5, 2))
+returns table ({{ summary_columns }})
 language sql stable as $fn$
 {{ bot_performance_select(rel, from_date, to_date, period='range', bot_filter='bot_id = p_bot_id') }}
 $fn$;
 comment on function marts.get_bot_performance_summary(uuid, date, date) is
   'bot_performance_metrics columns over the UTC dates p_from_date..p_to_date (both included): sums of counts, rates over the range totals, exact percentiles.';
+
+drop function if exists marts.get_bot_performance_summary_local(uuid, date, date);
+create function marts.get_bot_performance_summary_local(p_bot_id uuid, p_from_date date, p_to_date date)
+returns table ({{ summary_columns }})
+language sql stable as $fn$
+{{ bot_performance_select(rel, from_local_date, to_local_date, period='range', bot_filter='bot_id = p_bot_id') }}
+$fn$;
+comment on function marts.get_bot_performance_summary_local(uuid, date, date) is
+  'get_bot_performance_summary over the dates p_from_date..p_to_date (both included) in the zone of the bot''s organization (bot_performance_metrics_local''s dates): from the first instant of p_from_date there to the first of p_to_date + 1.';
 
 drop function if exists marts.get_organization_analytics_summary(uuid, timestamptz, timestamptz);
 create function marts.get_organization_analytics_summary(

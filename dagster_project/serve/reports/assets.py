@@ -1,14 +1,17 @@
-"""Report assets: the daily (UTC day) and weekly (ISO week) reports, rendered then e-mailed.
+"""Report assets: the daily and weekly (ISO week) reports, rendered then e-mailed.
 
-`reports/<kind>_report` renders HTML + PDF for the platform and each organization once the marts
-it reads are built for the whole period (it waits up to BOTFLOW_REPORT_WAIT_MINUTES, then renders
-anyway with a warning banner naming what is missing: never silently wrong numbers).
+`reports/<kind>_report` renders HTML + PDF for the platform (UTC days) and each organization (its own
+zone's days) once the marts it reads are built for the whole period (it waits up to
+BOTFLOW_REPORT_WAIT_MINUTES, then renders anyway with a warning banner naming what is missing: never
+silently wrong numbers). An organization whose local period touches a UTC day that has not ended yet
+is left pending; a run tagged botflow/reports=pending (the schedule's catch-up, a day later) renders
+the scopes not yet rendered.
 `reports/<kind>_report_delivery` e-mails them; it retries with backoff and never re-sends a report
 already delivered for that partition (reports.deliveries).
 """
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -16,9 +19,9 @@ from dagster_project.core.partitions import daily_partitions, hourly_partitions,
 from dagster_project.core.policies import DELIVERY_RETRY_POLICY, POOL_REPORTS, RETRY_POLICY
 from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.settings import setting_number
-from dagster_project.serve.reports.build import deliver_period, period_folder, render_period
+from dagster_project.serve.reports.build import deliver_period, period_folder, plan_period, render_period
 from dagster_project.serve.reports.delivery import DeliveryError
-from dagster_project.serve.reports.periods import Period, ReportKind
+from dagster_project.serve.reports.periods import HOUR, Period, ReportKind
 from dagster_project.transform.freshness import DAILY_MARTS, HOURLY_MARTS
 
 # the marts the reports read (models/_exposures.yml, report_marts, lists the same); they wait for these
@@ -26,28 +29,32 @@ REPORT_MARTS = [key for key in (*DAILY_MARTS, *HOURLY_MARTS) if key.path[-1] != 
 # the names of bots and organizations (models/_exposures.yml lists the same)
 REPORT_DIMS = [dg.AssetKey(["marts", "dim_bots"]), dg.AssetKey(["marts", "dim_organizations"])]
 POLL_SECONDS = 30
+# a run with this tag renders only the scopes of its period not rendered yet (the schedule's catch-up run)
+PENDING_TAG = "botflow/reports"
 
 
-def missing_mart_partitions(instance: dg.DagsterInstance, period: Period) -> list[str]:
-    """The marts not yet materialized for every partition of the period, e.g. 'usage_analytics (3 of 24 hours)'."""
+def missing_mart_partitions(instance: dg.DagsterInstance, periods: list[Period]) -> list[str]:
+    """The marts not yet materialized for every UTC partition the periods touch, e.g. 'usage_analytics (3 of 24
+    hours missing)'."""
     missing = []
-    marts = ((DAILY_MARTS, daily_partitions, "days"), (HOURLY_MARTS, hourly_partitions, "hours"))
-    for keys, partitions_def, unit in marts:
-        expected = set(period.window.partition_keys(partitions_def))
+    marts = ((DAILY_MARTS, daily_partitions, timedelta(days=1), "days"),
+             (HOURLY_MARTS, hourly_partitions, HOUR, "hours"))
+    for keys, partitions_def, unit, unit_name in marts:
+        expected = {k for period in periods for k in period.covering(unit).partition_keys(partitions_def)}
         for key in (key for key in keys if key in REPORT_MARTS):
             absent = expected - instance.get_materialized_partitions(key)
             if absent:
-                missing.append(f"{key.path[-1]} ({len(absent)} of {len(expected)} {unit} missing)")
+                missing.append(f"{key.path[-1]} ({len(absent)} of {len(expected)} {unit_name} missing)")
     return missing
 
 
-def wait_for_marts(context: dg.AssetExecutionContext, period: Period) -> list[str]:
+def wait_for_marts(context: dg.AssetExecutionContext, periods: list[Period]) -> list[str]:
     deadline = time.monotonic() + 60 * setting_number("BOTFLOW_REPORT_WAIT_MINUTES", minimum=0)
     while True:
-        missing = missing_mart_partitions(context.instance, period)
+        missing = missing_mart_partitions(context.instance, periods)
         if not missing or time.monotonic() >= deadline:
             return missing
-        context.log.info(f"waiting for the marts of {period.kind} {period.slug}: {', '.join(missing)}")
+        context.log.info(f"waiting for the marts of {periods[0].kind} {periods[0].slug}: {', '.join(missing)}")
         time.sleep(POLL_SECONDS)
 
 
@@ -68,17 +75,25 @@ def build_report_assets(kind: ReportKind, partitions_def: dg.PartitionsDefinitio
     )
     def report(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase) -> dg.MaterializeResult:
         period = Period.from_partition_key(kind, context.partition_key)
-        stale = wait_for_marts(context, period)
+        only_pending = context.run.tags.get(PENDING_TAG) == "pending"
+        with warehouse.connect() as conn:
+            plan = plan_period(conn, period, datetime.now(UTC), only_pending=only_pending)
+        if plan.pending:
+            context.log.info(f"{kind} report {period.slug}: pending until their local {kind} period's UTC days have "
+                             f"ended: {', '.join(s.key for s in plan.pending)}")
+        periods = [period.in_zone(scope.timezone) for scope in plan.due]
+        stale = wait_for_marts(context, periods) if periods else []
         if stale:
             context.log.warning(f"{kind} report {period.slug} rendered with marts not built: {', '.join(stale)}")
         with warehouse.connect() as conn:
-            rendered = render_period(conn, period, stale, log=context.log.info)
-        platform = rendered[0]
+            rendered = render_period(conn, period, plan.due, log=context.log.info,
+                                     stale_marts=(lambda p: missing_mart_partitions(context.instance, [p])) if stale
+                                     else (lambda _p: []))
         return dg.MaterializeResult(metadata={
             "folder": dg.MetadataValue.path(str(period_folder(period))),
             "reports": len(rendered),
-            "platform_html": dg.MetadataValue.path(str(platform.html)),
-            "platform_pdf": dg.MetadataValue.path(str(platform.pdf)),
+            "rendered": ", ".join(r.scope_key for r in rendered) or "none",
+            "pending": ", ".join(s.key for s in plan.pending) or "none",
             "stale_marts": ", ".join(stale) or "none",
         })
 

@@ -1,9 +1,16 @@
-"""Render every report of a period (the platform and each organization) and deliver them."""
+"""Render the reports of a period (the platform and each organization, each in its own zone) and deliver them.
+
+An organization's report of day D is due once every UTC day its local day D touches has ended (its daily
+marts can then be built): at once for zones at or east of UTC, one day later for zones west of it
+(America/Sao_Paulo's day D ends at D+1 03:00 UTC). A run renders the platform and the due organizations and
+leaves the others pending; the schedule's catch-up run the next day renders the pending ones (docs/reports.md).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,10 +18,10 @@ import psycopg
 
 from dagster_project.core.settings import botflow_home, setting
 from dagster_project.core.tenancy import organization_scope
-from dagster_project.serve.reports.data import list_scopes, read_report
+from dagster_project.serve.reports.data import Scope, list_scopes, read_report
 from dagster_project.serve.reports.delivery import Delivery, Recipients, SmtpSettings, deliver_once
 from dagster_project.serve.reports.periods import Period
-from dagster_project.serve.reports.render import RenderedReport, write_manifest, write_report
+from dagster_project.serve.reports.render import RenderedReport, read_manifest, write_manifest, write_report
 from dagster_project.serve.reports.store import ensure_reports_schema, revisions_since_last_report, save_snapshot
 
 
@@ -27,23 +34,46 @@ def period_folder(period: Period, root: Path | None = None) -> Path:
     return (root or reports_root()) / period.kind / period.slug
 
 
-def render_period(conn: psycopg.Connection, period: Period, stale_marts: list[str],
+@dataclass(frozen=True)
+class Plan:
+    """What a run of a period renders now (due) and what waits for its local period to end (pending)."""
+
+    due: list[Scope]
+    pending: list[Scope]
+
+
+def plan_period(conn: psycopg.Connection, period: Period, now: datetime, *, only_pending: bool = False) -> Plan:
+    """Every scope whose period in its zone is readable by `now`; with only_pending, those not yet rendered."""
+    scopes = list_scopes(conn)
+    rendered = {entry["scope"] for entry in read_manifest(period_folder(period))} if only_pending else set()
+    due, pending = [], []
+    for scope in scopes:
+        if scope.key in rendered:
+            continue
+        readable = scope.organization_id is None or now >= period.in_zone(scope.timezone).readable_after
+        (due if readable else pending).append(scope)
+    return Plan(due, pending)
+
+
+def render_period(conn: psycopg.Connection, period: Period, scopes: list[Scope] | None = None,
+                  stale_marts: Callable[[Period], list[str]] = lambda _period: [],
                   log: Callable[[str], None] = print) -> list[RenderedReport]:
+    """Render `scopes` (default: all) for the period, each in its zone; stale_marts names what was not built for it."""
     ensure_reports_schema(conn)
     conn.commit()
     folder = period_folder(period)
-    scopes = list_scopes(conn)
+    scopes = list_scopes(conn) if scopes is None else scopes
     rendered = []
     for i, scope in enumerate(scopes, 1):
         with organization_scope(conn, scope.organization_id):  # the warehouse confines it, whatever the SQL
             report = read_report(conn, period, scope)
-        report.stale_marts = stale_marts
+        report.stale_marts = stale_marts(report.period)
         report.revisions = revisions_since_last_report(conn, report)
         report.generated_at = datetime.now(UTC)
         rendered.append(write_report(report, folder))
         save_snapshot(conn, report)
         conn.commit()
-        log(f"[{i}/{len(scopes)}] {period.kind} {period.slug}: rendered {scope.key}")
+        log(f"[{i}/{len(scopes)}] {period.kind} {period.slug}: rendered {scope.key} ({report.period.zone})")
     write_manifest(folder, rendered)
     return rendered
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from zoneinfo import ZoneInfo
 
 import matplotlib
 
@@ -23,10 +24,20 @@ def _x(report: ReportData) -> list:
 
 
 def _format_time_axis(ax: Axes, report: ReportData) -> None:
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M" if report.period.bucket == "hour" else "%a %d"))
+    zone = report.period.zone
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M" if report.period.bucket == "hour" else "%a %d",
+                                                      tz=ZoneInfo(zone)))
     ax.grid(axis="y", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_xlabel("UTC")
+    note = " (messages are counted by UTC hour: a bucket holds the whole UTC hours inside it)" if _off_the_hour(
+        report) else ""
+    ax.set_xlabel(f"{zone} time{note}", fontsize=8)
+
+
+def _off_the_hour(report: ReportData) -> bool:
+    """A zone whose offset is not a whole number of hours (+05:30): UTC hours do not tile its local hours or days."""
+    zone = ZoneInfo(report.period.zone)
+    return any(row["bucket"].astimezone(zone).utcoffset().seconds % 3600 for row in report.series)
 
 
 def draw_response_times(ax: Axes, report: ReportData) -> None:

@@ -1,16 +1,21 @@
 """What a report says, read from the marts and the reply fact table (never recomputed differently).
 
-KPIs of a period and scope (the platform, or one organization):
-- conversations, messages: sums of bot_performance_metrics.total_conversations / total_messages;
+The period is a day or an ISO week in the scope's zone (periods.py): UTC for the platform, the organization's own
+zone for an organization. KPIs of a period and scope (the platform, or one organization):
+- conversations, messages: sums of bot_performance_metrics.total_conversations / total_messages over the period's
+  dates (the platform: UTC dates), or of bot_performance_metrics_local's (an organization: its local dates);
 - avg / p50 / p95 response time, success rate: over marts.fct_bot_replies created in the period
   (exact percentile_cont over the whole period, whole ms; the rate over replies with an outcome);
+- tokens, cost: sums over the same replies (inbound messages carry no tokens: rule message_inbound_fields_ignored),
+  the cost rounded to cents once, over the whole period;
 - handoff rate: share of the conversations started in the period (conversation_metrics) that were
   handed off; CSAT: average rating of the conversations that ended in the period;
 - first response p50, SLA met: over the conversations started in the period (conversation_metrics: business
-  hours in each organization's zone, docs/service-metrics.md);
-- tokens, cost: sums of usage_analytics over the period's hours.
+  hours in each organization's zone, docs/service-metrics.md).
 Every aggregate is the registry's (core/metrics.py), so it equals the marts', Superset's and the live
 tables' by construction; rounding follows the contract (2-decimal rates, whole ms, halves away from 0).
+Each bound is an instant, so every number is exact over a local day, half-hour offsets included. Anomalies
+are judged per UTC date (metric_anomalies) and listed by their date.
 """
 
 from __future__ import annotations
@@ -27,19 +32,33 @@ from psycopg.rows import dict_row
 from dagster_project.core.metrics import metric_sql
 from dagster_project.serve.reports.periods import Period
 
-SCOPE_FILTER = "(%(org)s::uuid is null or organization_id = %(org)s::uuid)"
+
+def scope_filter(alias: str = "") -> str:
+    """The rows of the report's scope: every row for the platform, one organization's otherwise."""
+    return f"(%(org)s::uuid is null or {alias}organization_id = %(org)s::uuid)"
+
+
+SCOPE_FILTER = scope_filter()
 
 KPI_SQL = f"""
-with daily as (
+with days as (
+    -- the platform's UTC dates, or the organization's own dates
+    select total_conversations, total_messages from marts.bot_performance_metrics
+    where %(org)s::uuid is null and date >= %(d0)s and date < %(d1)s
+    union all
+    select total_conversations, total_messages from marts.bot_performance_metrics_local
+    where %(org)s::uuid is not null and date >= %(d0)s and date < %(d1)s and {SCOPE_FILTER}
+), daily as (
     select coalesce(sum(total_conversations), 0)::bigint as conversations,
            coalesce(sum(total_messages), 0)::bigint as messages
-    from marts.bot_performance_metrics
-    where date >= %(d0)s and date < %(d1)s and {SCOPE_FILTER}
+    from days
 ), replies as (
     select {metric_sql('avg_response_time_ms')} as avg_response_time_ms,
       {metric_sql('p50_response_time_ms')} as p50_response_time_ms,
       {metric_sql('p95_response_time_ms')} as p95_response_time_ms,
-      {metric_sql('success_rate')} as success_rate
+      {metric_sql('success_rate')} as success_rate,
+      coalesce(sum(tokens), 0)::bigint as tokens,
+      round(coalesce(sum(cost_usd), 0), 2) as cost_usd
     from marts.fct_bot_replies
     where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
 ), started as (
@@ -52,32 +71,31 @@ with daily as (
     select {metric_sql('csat')} as csat
     from marts.conversation_metrics
     where ended_at >= %(t0)s and ended_at < %(t1)s and {SCOPE_FILTER}
-), usage as (
-    select coalesce(sum(tokens_used), 0)::bigint as tokens,
-           round(coalesce(sum(estimated_cost_usd), 0), 2) as cost_usd
-    from marts.usage_analytics
-    where hour >= %(t0)s and hour < %(t1)s and {SCOPE_FILTER}
 )
-select * from daily, replies, started, ended, usage
+select conversations, messages, avg_response_time_ms, p50_response_time_ms, p95_response_time_ms, success_rate,
+  handoff_rate, csat, first_response_p50_ms, sla_met_rate, tokens, cost_usd
+from daily, replies, started, ended
 """
 
 SERIES_SQL = f"""
 with buckets as (
-    select generate_series(%(t0)s::timestamptz, %(t1)s::timestamptz - %(step)s::interval, %(step)s::interval) as bucket
+    select * from unnest(%(bucket_starts)s::timestamptz[], %(bucket_ends)s::timestamptz[]) as b(bucket, bucket_end)
 ), replies as (
-    select date_trunc(%(bucket)s, created_at, 'UTC') as bucket,
-      {metric_sql('avg_response_time_ms')} as avg_ms,
-      {metric_sql('p50_response_time_ms')} as p50_ms,
-      {metric_sql('p95_response_time_ms')} as p95_ms
-    from marts.fct_bot_replies
-    where created_at >= %(t0)s and created_at < %(t1)s and {SCOPE_FILTER}
-    group by 1
+    select b.bucket,
+      {metric_sql('avg_response_time_ms', 'r.response_time_ms')} as avg_ms,
+      {metric_sql('p50_response_time_ms', 'r.response_time_ms')} as p50_ms,
+      {metric_sql('p95_response_time_ms', 'r.response_time_ms')} as p95_ms
+    from buckets b
+    join marts.fct_bot_replies r on r.created_at >= b.bucket and r.created_at < b.bucket_end
+    where r.created_at >= %(t0)s and r.created_at < %(t1)s and {scope_filter('r.')}
+    group by b.bucket
 ), volume as (
-    select date_trunc(%(bucket)s, hour, 'UTC') as bucket,
-      sum(messages_received)::bigint as inbound, sum(messages_sent)::bigint as outbound
-    from marts.usage_analytics
-    where hour >= %(t0)s and hour < %(t1)s and {SCOPE_FILTER}
-    group by 1
+    -- usage_analytics is kept by UTC hour: a bucket counts the hours that lie wholly inside it
+    select b.bucket, sum(u.messages_received)::bigint as inbound, sum(u.messages_sent)::bigint as outbound
+    from buckets b
+    join marts.usage_analytics u on u.hour >= b.bucket and u.hour + interval '1 hour' <= b.bucket_end
+    where u.hour >= %(t0)s and u.hour < %(t1)s and {scope_filter('u.')}
+    group by b.bucket
 )
 select b.bucket, r.avg_ms, r.p50_ms, r.p95_ms,
   coalesce(v.inbound, 0) as inbound, coalesce(v.outbound, 0) as outbound
@@ -92,7 +110,7 @@ select r.bot_id, b.bot_name, count(*) as replies,
 from marts.fct_bot_replies r
 join marts.dim_bots b using (bot_id)
 where r.created_at >= %(t0)s and r.created_at < %(t1)s
-  and {SCOPE_FILTER.replace('organization_id', 'r.organization_id')}
+  and {scope_filter('r.')}
 group by r.bot_id, b.bot_name
 """
 
@@ -108,7 +126,7 @@ ANOMALIES_SQL = f"""
 select a.date, a.bot_id, b.bot_name, a.metric, a.value, a.baseline_median, a.threshold, a.direction
 from marts.metric_anomalies a
 join marts.dim_bots b using (bot_id)
-where a.date >= %(d0)s and a.date < %(d1)s and {SCOPE_FILTER.replace('organization_id', 'a.organization_id')}
+where a.date >= %(d0)s and a.date < %(d1)s and {scope_filter('a.')}
 order by a.date, b.bot_name, a.bot_id, a.metric
 """
 # metric_anomalies' metrics as a report names them
@@ -142,6 +160,7 @@ class Scope:
 
     organization_id: uuid.UUID | None
     name: str
+    timezone: str = "UTC"  # the zone of the scope's days: the organization's (dim_organizations), UTC for the platform
 
     @property
     def key(self) -> str:
@@ -192,16 +211,19 @@ class ReportData:
 
 
 def params(period: Period, scope: Scope) -> dict:
-    t0, t1 = period.window.start, period.window.end
-    return {"t0": t0, "t1": t1, "d0": period.start, "d1": period.end, "org": scope.organization_id,
-            "bucket": period.bucket, "step": f"1 {period.bucket}"}
+    """The query parameters of a period in the scope's zone: its instants [t0, t1), its dates [d0, d1)."""
+    period = period.in_zone(scope.timezone)
+    buckets = period.buckets
+    return {"t0": period.window.start, "t1": period.window.end, "d0": period.start, "d1": period.end,
+            "org": scope.organization_id, "bucket_starts": [b[0] for b in buckets],
+            "bucket_ends": [b[1] for b in buckets]}
 
 
 def list_scopes(conn: psycopg.Connection) -> list[Scope]:
     rows = conn.execute(
-        "select organization_id, organization_name from marts.dim_organizations "
+        "select organization_id, organization_name, timezone from marts.dim_organizations "
         "order by organization_name, organization_id").fetchall()
-    return [PLATFORM, *(Scope(org_id, name) for org_id, name in rows)]
+    return [PLATFORM, *(Scope(org_id, name, zone) for org_id, name, zone in rows)]
 
 
 def read_kpis(conn: psycopg.Connection, period: Period, scope: Scope) -> dict:
@@ -255,6 +277,8 @@ def anomaly_line(anomaly: dict) -> str:
 
 
 def read_report(conn: psycopg.Connection, period: Period, scope: Scope) -> ReportData:
+    """The report of `period`'s dates in the scope's zone."""
+    period = period.in_zone(scope.timezone)
     kpis = read_kpis(conn, period, scope)
     by_p95, by_success = read_bot_rankings(conn, period, scope)
     return ReportData(

@@ -1,21 +1,34 @@
-"""Report periods: a UTC day (daily report) or an ISO week starting Monday (weekly report)."""
+"""Report periods: a day (daily report) or an ISO week starting Monday (weekly report), in a zone.
+
+The platform's reports are in UTC; an organization's are in its own zone (organizations.timezone,
+repaired to UTC when unknown): its daily report of 2026-11-10 covers the instants whose date in its
+zone is 2026-11-10, [2026-11-10 00:00 in the zone, 2026-11-11 00:00 in the zone), 23, 24 or 25 hours.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from dagster_project.core.window import Window
 
 ReportKind = Literal["daily", "weekly"]
 LENGTH = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+HOUR = timedelta(hours=1)
+
+
+def local_midnight(day: date, zone: str) -> datetime:
+    """The instant `day` starts in `zone`, in UTC (a midnight skipped by a clock change: the instant of the change)."""
+    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 @dataclass(frozen=True)
 class Period:
     kind: ReportKind
     start: date
+    zone: str = "UTC"
 
     def __post_init__(self) -> None:
         if self.kind not in LENGTH:
@@ -33,6 +46,10 @@ class Period:
         """The day itself (daily), or the ISO week (Monday to Sunday) that holds it (weekly)."""
         return cls(kind, day if kind == "daily" else day - timedelta(days=day.isoweekday() - 1))
 
+    def in_zone(self, zone: str) -> Period:
+        """The same dates in another zone."""
+        return Period(self.kind, self.start, zone)
+
     @property
     def end(self) -> date:
         """The day after the period (exclusive)."""
@@ -44,11 +61,23 @@ class Period:
 
     @property
     def previous(self) -> Period:
-        return Period(self.kind, self.start - LENGTH[self.kind])
+        return Period(self.kind, self.start - LENGTH[self.kind], self.zone)
 
     @property
     def window(self) -> Window:
-        return Window.days(self.start, self.end)
+        """The period's instants: [first midnight, end midnight) in its zone."""
+        return Window(local_midnight(self.start, self.zone), local_midnight(self.end, self.zone))
+
+    def covering(self, unit: timedelta) -> Window:
+        """The UTC hours (unit HOUR) or days that hold the period's instants: the partitions it reads."""
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        start, end = self.window.start, self.window.end
+        return Window(start - (start - epoch) % unit, end + (epoch - end) % unit)
+
+    @property
+    def readable_after(self) -> datetime:
+        """When the last UTC day the period touches has ended: its daily marts can be built from then on."""
+        return self.covering(timedelta(days=1)).end
 
     @property
     def slug(self) -> str:
@@ -60,14 +89,29 @@ class Period:
 
     @property
     def label(self) -> str:
+        zone = "" if self.zone == "UTC" else f" ({self.zone} time)"
         if self.kind == "daily":
-            return f"{self.start:%A %d %B %Y}"
+            return f"{self.start:%A %d %B %Y}{zone}"
         last = self.end - timedelta(days=1)
-        return f"week {self.slug} ({self.start:%d %b} to {last:%d %b %Y})"
+        return f"week {self.slug} ({self.start:%d %b} to {last:%d %b %Y}){zone}"
 
     @property
     def bucket(self) -> Literal["hour", "day"]:
         """The chart resolution: hours for a day, days for a week."""
         return "hour" if self.kind == "daily" else "day"
 
-
+    @property
+    def buckets(self) -> list[tuple[datetime, datetime]]:
+        """The chart's buckets [start, end): the period's local days (weekly), or the UTC hours that lie wholly
+        inside it (daily). The warehouse keeps message counts by UTC hour, so in a zone whose offset is not a whole
+        number of hours (+05:30) a day's hours start at :30 local time and the two half hours at its ends are left
+        out of the chart (never out of the KPIs)."""
+        if self.bucket == "day":
+            return [(local_midnight(d, self.zone), local_midnight(d + timedelta(days=1), self.zone)) for d in self.days]
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        hour = self.window.start + (epoch - self.window.start) % HOUR
+        out = []
+        while hour + HOUR <= self.window.end:
+            out.append((hour, hour + HOUR))
+            hour += HOUR
+        return out

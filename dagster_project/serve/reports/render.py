@@ -48,7 +48,9 @@ def report_json(report: ReportData) -> dict:
 
     return {
         "kind": report.period.kind, "period_start": report.period.start.isoformat(),
-        "period_end": report.period.end.isoformat(), "scope": report.scope.key,
+        "period_end": report.period.end.isoformat(), "zone": report.period.zone,
+        "period_bounds": [report.period.window.start.isoformat(), report.period.window.end.isoformat()],
+        "scope": report.scope.key,
         "organization_id": plain(report.scope.organization_id),
         "kpis": {k: plain(v) for k, v in report.kpis.items()},
         "previous_kpis": {k: plain(v) for k, v in report.previous_kpis.items()},
@@ -152,10 +154,22 @@ def write_report(report: ReportData, folder: Path) -> RenderedReport:
                           bool(report.stale_marts))
 
 
-def write_manifest(folder: Path, reports: list[RenderedReport]) -> Path:
-    """manifest.json: what the delivery step sends."""
+def read_manifest(folder: Path) -> list[dict]:
+    """The reports rendered for a period so far (none when nothing was)."""
     manifest = folder / "manifest.json"
-    manifest.write_text(json.dumps([
-        {"scope": r.scope_key, "name": r.scope_name, "organization_id": r.organization_id, "subject": r.subject,
-         "html": r.html.name, "pdf": r.pdf.name, "stale": r.stale} for r in reports], indent=2))
+    return json.loads(manifest.read_text()) if manifest.exists() else []
+
+
+def write_manifest(folder: Path, reports: list[RenderedReport]) -> Path:
+    """manifest.json: what the delivery step sends. Reports rendered now replace their earlier entries; the
+    others stay (an organization rendered by a later run joins the platform's and the others')."""
+    fresh = [{"scope": r.scope_key, "name": r.scope_name, "organization_id": r.organization_id, "subject": r.subject,
+              "html": r.html.name, "pdf": r.pdf.name, "stale": r.stale} for r in reports]
+    keys = {entry["scope"] for entry in fresh}
+    entries = [entry for entry in read_manifest(folder) if entry["scope"] not in keys] + fresh
+    entries.sort(key=lambda e: (e["organization_id"] is not None, e["name"], e["scope"]))
+    manifest = folder / "manifest.json"
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entries, indent=2))
+    tmp.replace(manifest)
     return manifest
