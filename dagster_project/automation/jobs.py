@@ -32,7 +32,8 @@ daily_job = dg.define_asset_job(
 daily_report_job = dg.define_asset_job(
     "daily_report_job",
     selection=dg.AssetSelection.assets(daily_report, daily_report_delivery),
-    description="Render the daily report of a UTC day (platform + each organization), then e-mail it once.",
+    description="Render the daily report of a day (the platform's UTC day, each organization's own day), then "
+    "e-mail it once.",
 )
 weekly_report_job = dg.define_asset_job(
     "weekly_report_job",

@@ -128,6 +128,10 @@ def build_report_assets(kind: ReportKind, partitions_def: dg.PartitionsDefinitio
     return report, delivery
 
 
-daily_report, daily_report_delivery = build_report_assets("daily", daily_partitions, "previous UTC day, 07:00 UTC")
-weekly_report, weekly_report_delivery = build_report_assets("weekly", weekly_partitions, "ISO week, Monday 07:00 UTC")
+daily_report, daily_report_delivery = build_report_assets(
+    "daily", daily_partitions, "the previous day, 07:00 UTC; the platform's UTC day, each organization's own day, "
+    "zones west of UTC a day later")
+weekly_report, weekly_report_delivery = build_report_assets(
+    "weekly", weekly_partitions, "the ISO week, Monday 07:00 UTC; each organization's own days, zones west of UTC "
+    "on Tuesday")
 REPORT_ASSETS = [daily_report, daily_report_delivery, weekly_report, weekly_report_delivery]

@@ -58,7 +58,8 @@ def draw_message_volume(ax: Axes, report: ReportData) -> None:
     width = (1 / 24 if report.period.bucket == "hour" else 1) * 0.8
     ax.bar(x, inbound, width=width, label=f"inbound ({sum(inbound):,})", color=COLORS["inbound"])
     ax.bar(x, outbound, width=width, bottom=inbound, label=f"outbound ({sum(outbound):,})", color=COLORS["outbound"])
-    ax.set_title(f"Messages per {report.period.bucket}: {sum(inbound) + sum(outbound):,} in all", loc="left",
+    shown = "in the hours shown" if _off_the_hour(report) else "in all"
+    ax.set_title(f"Messages per {report.period.bucket}: {sum(inbound) + sum(outbound):,} {shown}", loc="left",
                  fontsize=11, pad=16)
     ax.legend(frameon=False, ncols=2, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0)
     _format_time_axis(ax, report)
