@@ -21,13 +21,16 @@
   {% set conversations = adapter.get_relation(database=target.database, schema='marts', identifier='conversation_metrics') %}
   {% if replies is not none and messages is not none and conversations is not none %}
   {% set rel = mart_relations() %}
-  {% set from_date = "(p_from_date::timestamp at time zone 'UTC')" %}
-  {% set to_date = "((p_to_date + 1)::timestamp at time zone 'UTC')" %}
-  {# the bot's organization's zone (repaired to UTC when unknown): its local dates' bounds #}
-  {% set zone = "(select o.timezone from staging.stg_botflow__bots b join staging.stg_botflow__organizations o"
-                ~ " using (organization_id) where b.bot_id = p_bot_id)" %}
-  {% set from_local_date = "(p_from_date::timestamp at time zone " ~ zone ~ ")" %}
-  {% set to_local_date = "((p_to_date + 1)::timestamp at time zone " ~ zone ~ ")" %}
+  {# get_bot_performance_summary: the bot's UTC dates; _local: its organization's dates (its zone, repaired to
+     UTC when unknown), as bot_performance_metrics_local dates them #}
+  {% set summaries = [
+      ('', "'UTC'", 'bot_performance_metrics columns over the UTC dates p_from_date..p_to_date (both included): '
+                    'sums of counts, rates over the range totals, exact percentiles.'),
+      ('_local', "(select o.timezone from staging.stg_botflow__bots b join staging.stg_botflow__organizations o"
+                 " using (organization_id) where b.bot_id = p_bot_id)",
+       "get_bot_performance_summary over the dates p_from_date..p_to_date (both included) in the zone of the "
+       "bot''s organization (bot_performance_metrics_local''s dates)."),
+  ] %}
   {% set summary_columns -%}
   bot_id uuid, organization_id uuid, total_conversations integer, total_messages integer,
   active_conversations integer, avg_response_time_ms integer, p50_response_time_ms integer,
@@ -52,23 +55,17 @@ $fn$;
 comment on function marts.calculate_response_time_percentiles(uuid, timestamptz, timestamptz) is
   'Exact p50/p95/p99 (percentile_cont, whole ms) of the bot''s replies created in [p_from, p_to).';
 
-drop function if exists marts.get_bot_performance_summary(uuid, date, date);
-create function marts.get_bot_performance_summary(p_bot_id uuid, p_from_date date, p_to_date date)
+{% for suffix, zone, description in summaries %}
+drop function if exists marts.get_bot_performance_summary{{ suffix }}(uuid, date, date);
+create function marts.get_bot_performance_summary{{ suffix }}(p_bot_id uuid, p_from_date date, p_to_date date)
 returns table ({{ summary_columns }})
 language sql stable as $fn$
-{{ bot_performance_select(rel, from_date, to_date, period='range', bot_filter='bot_id = p_bot_id') }}
+{{ bot_performance_select(rel, "(p_from_date::timestamp at time zone " ~ zone ~ ")",
+                          "((p_to_date + 1)::timestamp at time zone " ~ zone ~ ")", period='range',
+                          bot_filter='bot_id = p_bot_id') }}
 $fn$;
-comment on function marts.get_bot_performance_summary(uuid, date, date) is
-  'bot_performance_metrics columns over the UTC dates p_from_date..p_to_date (both included): sums of counts, rates over the range totals, exact percentiles.';
-
-drop function if exists marts.get_bot_performance_summary_local(uuid, date, date);
-create function marts.get_bot_performance_summary_local(p_bot_id uuid, p_from_date date, p_to_date date)
-returns table ({{ summary_columns }})
-language sql stable as $fn$
-{{ bot_performance_select(rel, from_local_date, to_local_date, period='range', bot_filter='bot_id = p_bot_id') }}
-$fn$;
-comment on function marts.get_bot_performance_summary_local(uuid, date, date) is
-  'get_bot_performance_summary over the dates p_from_date..p_to_date (both included) in the zone of the bot''s organization (bot_performance_metrics_local''s dates): from the first instant of p_from_date there to the first of p_to_date + 1.';
+comment on function marts.get_bot_performance_summary{{ suffix }}(uuid, date, date) is '{{ description }}';
+{% endfor %}
 
 drop function if exists marts.get_organization_analytics_summary(uuid, timestamptz, timestamptz);
 create function marts.get_organization_analytics_summary(
