@@ -197,6 +197,31 @@ def test_sql_functions_are_exact_over_ranges(marts_built):
     assert usage[2] == sum(m["direction"] == "outbound" for m in org_msgs)
 
 
+def test_a_local_day_starts_at_the_first_instant_of_its_date(marts_built):
+    """marts.local_day_start, the local dates' bounds of the SQL functions, against PostgreSQL's own dating of
+    instants (local_date: the mart's) and against the reports' zoneinfo (periods.local_midnight), every day of 2026
+    in zones whose clocks change at midnight: Havana's 2026-11-01 midnight occurs twice (its day starts at the
+    first), Santiago skips 2026-09-06 00:00."""
+    from dagster_project.serve.reports.periods import local_midnight
+
+    scenario, *_ = marts_built
+    zones = ["America/Havana", "America/Santiago", "Asia/Beirut", "Europe/London", "Asia/Kolkata",
+             "Australia/Lord_Howe", "America/Sao_Paulo", "Pacific/Chatham", "UTC"]
+    with scenario.warehouse() as conn:
+        rows = conn.execute(
+            "select z, d, s, (s at time zone z)::date, ((s - interval '1 microsecond') at time zone z)::date, "
+            "d::timestamp at time zone z from unnest(%s::text[]) z, "
+            "generate_series('2026-01-01'::date, '2026-12-31'::date, interval '1 day') g(d_ts), "
+            "lateral (select d_ts::date as d) dd, lateral (select marts.local_day_start(d, z) as s) ss",
+            (zones,)).fetchall()
+    assert len(rows) == 365 * len(zones)
+    for zone, day, start, date_there, date_before, _ in rows:
+        assert (date_there, date_before < day) == (day, True), (zone, day)
+        assert start == local_midnight(day, zone), (zone, day)
+    naive = {(zone, day) for zone, day, start, _, _, wall_midnight in rows if start != wall_midnight}
+    assert naive == {("America/Havana", date(2026, 11, 1))}  # where `d at time zone z` alone is an hour late
+
+
 def test_bot_summary_over_local_dates_is_exact_in_the_bots_zone(marts_built):
     """get_bot_performance_summary_local: the dates 2026-03-02..03 in the zone of the bot's organization, e.g.
     Kolkata's from 2026-03-01 18:30 to 2026-03-03 18:30 UTC; its counts equal bot_performance_metrics_local's."""

@@ -59,6 +59,14 @@ left join open_time t on t.key = z.key and t.span = z.span
 {% macro default__local_date(ts, tz) -%}({{ ts }} at time zone {{ tz }})::date{%- endmacro %}
 {% macro spark__local_date(ts, tz) -%}to_date(from_utc_timestamp({{ ts }}, {{ tz }})){%- endmacro %}
 
+{# The first instant whose local date (local_date) in zone `tz` is `day`: where a local day begins. Read an hour
+   before the wall midnight and add the hour back, so that a midnight that occurs twice (America/Havana,
+   2026-11-01: the clocks go back from 01:00 to 00:00) gives its first occurrence, a skipped one (Santiago in
+   September) the instant of the change. marts.local_day_start(date, text) in the warehouse. #}
+{% macro local_day_start(day, tz) -%}
+  ((({{ day }})::timestamp - interval '1 hour') at time zone {{ tz }} + interval '1 hour')
+{%- endmacro %}
+
 {# The instant at `minute` minutes after the start of local date `day` in zone `tz` (1440: the next day's
    start), by PostgreSQL's rules: a local time in a daylight-saving gap is read in the offset before the
    gap, one in an overlap in the offset after it (the later instant). The JVM takes the earlier instant in

@@ -55,14 +55,20 @@ $fn$;
 comment on function marts.calculate_response_time_percentiles(uuid, timestamptz, timestamptz) is
   'Exact p50/p95/p99 (percentile_cont, whole ms) of the bot''s replies created in [p_from, p_to).';
 
+create or replace function marts.local_day_start(p_date date, p_zone text)
+returns timestamptz language sql immutable strict as $fn$
+  select {{ local_day_start('p_date', 'p_zone') }}
+$fn$;
+comment on function marts.local_day_start(date, text) is
+  'The first instant whose date in zone p_zone is p_date (a midnight that occurs twice: its first occurrence): where bot_performance_metrics_local''s day p_date begins.';
+
 {% for suffix, zone, description in summaries %}
 drop function if exists marts.get_bot_performance_summary{{ suffix }}(uuid, date, date);
 create function marts.get_bot_performance_summary{{ suffix }}(p_bot_id uuid, p_from_date date, p_to_date date)
 returns table ({{ summary_columns }})
 language sql stable as $fn$
-{{ bot_performance_select(rel, "(p_from_date::timestamp at time zone " ~ zone ~ ")",
-                          "((p_to_date + 1)::timestamp at time zone " ~ zone ~ ")", period='range',
-                          bot_filter='bot_id = p_bot_id') }}
+{{ bot_performance_select(rel, local_day_start('p_from_date', zone), local_day_start('p_to_date + 1', zone),
+                          period='range', bot_filter='bot_id = p_bot_id') }}
 $fn$;
 comment on function marts.get_bot_performance_summary{{ suffix }}(uuid, date, date) is '{{ description }}';
 {% endfor %}

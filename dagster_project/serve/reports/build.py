@@ -64,17 +64,26 @@ def render_period(conn: psycopg.Connection, period: Period, scopes: list[Scope] 
     folder = period_folder(period)
     scopes = list_scopes(conn) if scopes is None else scopes
     rendered = []
-    for i, scope in enumerate(scopes, 1):
-        with organization_scope(conn, scope.organization_id):  # the warehouse confines it, whatever the SQL
-            report = read_report(conn, period, scope)
-        report.stale_marts = stale_marts(report.period)
-        report.revisions = revisions_since_last_report(conn, report)
-        report.generated_at = datetime.now(UTC)
-        rendered.append(write_report(report, folder))
-        save_snapshot(conn, report)
+    # one run at a time per period (a catch-up and a re-run by hand): each merges its reports into the manifest
+    lock = f"botflow.reports:{period.kind}:{period.slug}"
+    conn.execute("select pg_advisory_lock(hashtext(%s))", (lock,))  # a session lock: it outlives the commits
+    conn.commit()
+    try:
+        for i, scope in enumerate(scopes, 1):
+            with organization_scope(conn, scope.organization_id):  # the warehouse confines it, whatever the SQL
+                report = read_report(conn, period, scope)
+            report.stale_marts = stale_marts(report.period)
+            report.revisions = revisions_since_last_report(conn, report)
+            report.generated_at = datetime.now(UTC)
+            rendered.append(write_report(report, folder))
+            save_snapshot(conn, report)
+            conn.commit()
+            log(f"[{i}/{len(scopes)}] {period.kind} {period.slug}: rendered {scope.key} ({report.period.zone})")
+        write_manifest(folder, rendered)
+    finally:
+        conn.rollback()
+        conn.execute("select pg_advisory_unlock(hashtext(%s))", (lock,))
         conn.commit()
-        log(f"[{i}/{len(scopes)}] {period.kind} {period.slug}: rendered {scope.key} ({report.period.zone})")
-    write_manifest(folder, rendered)
     return rendered
 
 
