@@ -255,7 +255,7 @@ def test_weekly_report_covers_exactly_seven_days(built, dagster_instance):
 def test_an_organization_west_of_utc_is_rendered_once_its_local_day_has_ended(built, dagster_instance):
     """Initech Bank's (-03:00) day 2026-11-10 ends at 2026-11-11 03:00 UTC: its daily marts can be built after the
     UTC day 2026-11-11, so the 07:00 run of 2026-11-11 leaves it pending and the catch-up run renders it alone."""
-    from dagster_project.serve.reports.assets import PENDING_TAG
+    from dagster_project.serve.reports.assets import PENDING, PENDING_TAG
     from dagster_project.serve.reports.build import plan_period
 
     scenario, src, _, out = built
@@ -273,10 +273,39 @@ def test_an_organization_west_of_utc_is_rendered_once_its_local_day_has_ended(bu
     west = next(e for e in manifest if e["organization_id"] and zones(src)[e["organization_id"]] == "America/Sao_Paulo")
     # the manifest as the 07:00 run left it
     (folder / "manifest.json").write_text(json.dumps([e for e in manifest if e is not west]))
-    result = render(dagster_instance, "daily", DAY, tags={PENDING_TAG: "pending"})
+    result = render(dagster_instance, "daily", DAY, tags={PENDING_TAG: PENDING})
     metadata = result.asset_materializations_for_node("reports__daily_report")[0].metadata
     assert metadata["rendered"].value == west["scope"]
     assert json.loads((folder / "manifest.json").read_text()) == manifest  # the same entries, in the same order
+    # the next catch-up finds nothing pending: no materialization, nothing for the delivery to do
+    again = run_job(dagster_instance, "daily_report_job", partition_key=DAY, tags={PENDING_TAG: PENDING})
+    assert again.asset_materializations_for_node("reports__daily_report") == []
+    assert again.asset_materializations_for_node("reports__daily_report_delivery") == []
+
+
+def test_a_report_of_utc_days_is_no_earlier_figure_of_local_days(built, dagster_instance):
+    """Before the upgrade an organization's reports covered UTC days: the snapshot of its previous UTC day holds
+    other hours' numbers, not an earlier figure of its local day, so its next report notes no late data."""
+    scenario, src, _, out = built
+    kolkata = next(org for org, zone in zones(src).items() if zone == "Asia/Kolkata")
+    previous = date.fromisoformat(DAY) - timedelta(days=1)
+    render(dagster_instance, "daily", DAY)
+    entry = next(e for e in json.loads((out / "daily" / DAY / "manifest.json").read_text())
+                 if e["organization_id"] == kolkata)
+
+    def revisions_after_a_snapshot_in(zone: str) -> list[str]:
+        with scenario.warehouse() as conn:
+            conn.execute("update reports.snapshots set zone = %s, kpis = kpis || '{\"conversations\": 1}' "
+                         "where report_kind = 'daily' and period_start = %s and scope_key = %s",
+                         (zone, previous, entry["scope"]))
+            assert conn.execute("select count(*) from reports.snapshots where period_start = %s and scope_key = %s",
+                                (previous, entry["scope"])).fetchone()[0] == 1
+        render(dagster_instance, "daily", DAY)
+        return report_data(out / "daily" / DAY / entry["html"])["revisions"]
+
+    render(dagster_instance, "daily", previous.isoformat())
+    assert revisions_after_a_snapshot_in("UTC") == []
+    assert "Conversations 1 -> " in revisions_after_a_snapshot_in("Asia/Kolkata")[0]  # the same days: late data
 
 
 def test_report_with_marts_not_built_says_so(built, dagster_instance):

@@ -12,7 +12,7 @@ import dagster as dg
 
 from dagster_project.automation.jobs import daily_job, daily_report_job, hourly_job, weekly_report_job
 from dagster_project.core.partitions import daily_partitions, hourly_partitions, weekly_partitions
-from dagster_project.serve.reports.assets import PENDING_TAG
+from dagster_project.serve.reports.assets import PENDING, PENDING_TAG
 
 
 def latest_partition_schedule(name: str, cron: str, job, partitions: dg.TimeWindowPartitionsDefinition
@@ -56,7 +56,7 @@ def report_schedule(name: str, cron: str, job, partitions: dg.TimeWindowPartitio
                 requests.append(dg.RunRequest(run_key=key, partition_key=key))
             elif age < timedelta(days=2):
                 requests.append(dg.RunRequest(run_key=f"{key}:pending", partition_key=key,
-                                              tags={PENDING_TAG: "pending"}))
+                                              tags={PENDING_TAG: PENDING}))
             else:
                 break
             earlier = window.start - timedelta(microseconds=1)

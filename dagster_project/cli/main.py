@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render the daily or weekly stakeholder report (HTML + PDF) and e-mail it")
     report.add_argument("kind", choices=["daily", "weekly"])
     report.add_argument("--date", type=parse_date, required=True,
-                        help="the UTC day (daily), or any day of the ISO week (weekly), YYYY-MM-DD")
+                        help="the day (daily: the platform's UTC day, each organization's own day), or any day of "
+                        "the ISO week (weekly), YYYY-MM-DD")
     report.add_argument("--no-deliver", action="store_true", help="render only; do not e-mail")
 
     superset = sub.add_parser("superset", help="run Superset locally and provision the BotFlow dashboards")
@@ -285,11 +286,15 @@ def _report(settings: Settings, kind: str, day: date, *, deliver: bool) -> None:
     from dagster_project.serve.reports.build import period_folder
     from dagster_project.serve.reports.periods import Period
 
+    period = Period.containing(kind, day)  # type: ignore[arg-type]
     with dg.DagsterInstance.get() as instance:
         run_report(defs, instance, kind, day, deliver=deliver)
-        event = instance.get_latest_materialization_event(dg.AssetKey(["reports", f"{kind}_report"]))
-    folder = period_folder(Period.containing(kind, day))
-    pending = event.asset_materialization.metadata.get("pending") if event and event.asset_materialization else None
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(["reports", f"{kind}_report"]), asset_partitions=[period.start.isoformat()]),
+            limit=1).records
+    folder = period_folder(period)
+    materialization = records[0].asset_materialization if records else None
+    pending = materialization.metadata.get("pending") if materialization else None
     print(f"reports: {folder}/ (platform.html, platform.pdf, one pair per organization, each on its own days)")
     if pending is not None and pending.value != "none":
         print(f"  pending until their own {kind} period's UTC days are built (the schedule's catch-up renders "

@@ -1,6 +1,7 @@
 """The time window: the one form in which a partition, or a range of partitions, travels.
 
-Every partition, window and report period of the warehouse is in UTC. A `Window` is the half-open
+Every partition and window of the warehouse is in UTC (an organization's report period is its local
+days, as instants: serve/reports/periods.py). A `Window` is the half-open
 interval [start, end) that Dagster hands a step (`Window.of(context)`), and each consumer reads it
 from here: the loader (`start`, `end`), dbt (`dbt_env()`: the variables macros/window.sql reads),
 great-expectations (`sql_literals()`), the runner and change capture (`partition_keys()`,

@@ -11,6 +11,7 @@ already delivered for that partition (reports.deliveries).
 """
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -20,6 +21,7 @@ from dagster_project.core.policies import DELIVERY_RETRY_POLICY, POOL_REPORTS, R
 from dagster_project.core.resources import WarehouseDatabase
 from dagster_project.core.settings import setting_number
 from dagster_project.serve.reports.build import deliver_period, period_folder, plan_period, render_period
+from dagster_project.serve.reports.data import Scope
 from dagster_project.serve.reports.delivery import DeliveryError
 from dagster_project.serve.reports.periods import HOUR, Period, ReportKind
 from dagster_project.transform.freshness import DAILY_MARTS, HOURLY_MARTS
@@ -29,32 +31,41 @@ REPORT_MARTS = [key for key in (*DAILY_MARTS, *HOURLY_MARTS) if key.path[-1] != 
 # the names of bots and organizations (models/_exposures.yml lists the same)
 REPORT_DIMS = [dg.AssetKey(["marts", "dim_bots"]), dg.AssetKey(["marts", "dim_organizations"])]
 POLL_SECONDS = 30
-# a run with this tag renders only the scopes of its period not rendered yet (the schedule's catch-up run)
-PENDING_TAG = "botflow/reports"
+# a run tagged PENDING_TAG=PENDING renders only the scopes of its period not rendered yet (the schedule's catch-up)
+PENDING_TAG, PENDING = "botflow/reports", "pending"
 
 
-def missing_mart_partitions(instance: dg.DagsterInstance, periods: list[Period]) -> list[str]:
-    """The marts not yet materialized for every UTC partition the periods touch, e.g. 'usage_analytics (3 of 24
-    hours missing)'."""
+def marts_read_by(scope: Scope) -> list[dg.AssetKey]:
+    """The marts a scope's report reads: the platform's days are bot_performance_metrics' (UTC dates), an
+    organization's are bot_performance_metrics_local's (its own dates)."""
+    unread = "bot_performance_metrics_local" if scope.organization_id is None else "bot_performance_metrics"
+    return [key for key in REPORT_MARTS if key.path[-1] != unread]
+
+
+def missing_mart_partitions(instance: dg.DagsterInstance, period: Period, scopes: list[Scope]) -> list[str]:
+    """The marts the scopes read not yet materialized for every UTC partition their periods (the period in each
+    scope's zone) touch, e.g. 'usage_analytics (3 of 24 hours missing)'."""
     missing = []
     marts = ((DAILY_MARTS, daily_partitions, timedelta(days=1), "days"),
              (HOURLY_MARTS, hourly_partitions, HOUR, "hours"))
     for keys, partitions_def, unit, unit_name in marts:
-        expected = {k for period in periods for k in period.covering(unit).partition_keys(partitions_def)}
-        for key in (key for key in keys if key in REPORT_MARTS):
+        for key in keys:
+            readers = [scope for scope in scopes if key in marts_read_by(scope)]
+            expected = {k for scope in readers
+                        for k in period.in_zone(scope.timezone).covering(unit).partition_keys(partitions_def)}
             absent = expected - instance.get_materialized_partitions(key)
             if absent:
                 missing.append(f"{key.path[-1]} ({len(absent)} of {len(expected)} {unit_name} missing)")
     return missing
 
 
-def wait_for_marts(context: dg.AssetExecutionContext, periods: list[Period]) -> list[str]:
+def wait_for_marts(context: dg.AssetExecutionContext, period: Period, scopes: list[Scope]) -> list[str]:
     deadline = time.monotonic() + 60 * setting_number("BOTFLOW_REPORT_WAIT_MINUTES", minimum=0)
     while True:
-        missing = missing_mart_partitions(context.instance, periods)
+        missing = missing_mart_partitions(context.instance, period, scopes)
         if not missing or time.monotonic() >= deadline:
             return missing
-        context.log.info(f"waiting for the marts of {periods[0].kind} {periods[0].slug}: {', '.join(missing)}")
+        context.log.info(f"waiting for the marts of {period.kind} {period.slug}: {', '.join(missing)}")
         time.sleep(POLL_SECONDS)
 
 
@@ -72,24 +83,28 @@ def build_report_assets(kind: ReportKind, partitions_def: dg.PartitionsDefinitio
         kinds={"python", "pdf", "html"},
         retry_policy=RETRY_POLICY,
         pool=POOL_REPORTS,
+        output_required=False,  # a catch-up run with nothing pending materializes nothing (and delivers nothing)
     )
-    def report(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase) -> dg.MaterializeResult:
+    def report(context: dg.AssetExecutionContext, warehouse: WarehouseDatabase) -> Iterator[dg.MaterializeResult]:
         period = Period.from_partition_key(kind, context.partition_key)
-        only_pending = context.run.tags.get(PENDING_TAG) == "pending"
+        only_pending = context.run.tags.get(PENDING_TAG) == PENDING
         with warehouse.connect() as conn:
             plan = plan_period(conn, period, datetime.now(UTC), only_pending=only_pending)
         if plan.pending:
             context.log.info(f"{kind} report {period.slug}: pending until their local {kind} period's UTC days have "
                              f"ended: {', '.join(s.key for s in plan.pending)}")
-        periods = [period.in_zone(scope.timezone) for scope in plan.due]
-        stale = wait_for_marts(context, periods) if periods else []
+        if not plan.due:
+            context.log.info(f"{kind} report {period.slug}: no report is due that was not rendered already")
+            return
+        stale = wait_for_marts(context, period, plan.due)
         if stale:
             context.log.warning(f"{kind} report {period.slug} rendered with marts not built: {', '.join(stale)}")
         with warehouse.connect() as conn:
             rendered = render_period(conn, period, plan.due, log=context.log.info,
-                                     stale_marts=(lambda p: missing_mart_partitions(context.instance, [p])) if stale
-                                     else (lambda _p: []))
-        return dg.MaterializeResult(metadata={
+                                     stale_marts=(lambda scope: missing_mart_partitions(context.instance, period,
+                                                                                        [scope])) if stale
+                                     else (lambda _scope: []))
+        yield dg.MaterializeResult(metadata={
             "folder": dg.MetadataValue.path(str(period_folder(period))),
             "reports": len(rendered),
             "rendered": ", ".join(r.scope_key for r in rendered) or "none",

@@ -3,7 +3,8 @@
 An organization's report of day D is due once every UTC day its local day D touches has ended (its daily
 marts can then be built): at once for zones at or east of UTC, one day later for zones west of it
 (America/Sao_Paulo's day D ends at D+1 03:00 UTC). A run renders the platform and the due organizations and
-leaves the others pending; the schedule's catch-up run the next day renders the pending ones (docs/reports.md).
+leaves the others pending; the schedule's catch-up run the next day renders the pending ones
+(docs/operations.md, "Stakeholder reports").
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def plan_period(conn: psycopg.Connection, period: Period, now: datetime, *, only
 
 
 def render_period(conn: psycopg.Connection, period: Period, scopes: list[Scope] | None = None,
-                  stale_marts: Callable[[Period], list[str]] = lambda _period: [],
+                  stale_marts: Callable[[Scope], list[str]] = lambda _scope: [],
                   log: Callable[[str], None] = print) -> list[RenderedReport]:
-    """Render `scopes` (default: all) for the period, each in its zone; stale_marts names what was not built for it."""
+    """Render `scopes` (default: all) for the period, each in its zone; stale_marts names what a scope's report
+    reads that was not built for its period."""
     ensure_reports_schema(conn)
     conn.commit()
     folder = period_folder(period)
@@ -72,7 +74,7 @@ def render_period(conn: psycopg.Connection, period: Period, scopes: list[Scope] 
         for i, scope in enumerate(scopes, 1):
             with organization_scope(conn, scope.organization_id):  # the warehouse confines it, whatever the SQL
                 report = read_report(conn, period, scope)
-            report.stale_marts = stale_marts(report.period)
+            report.stale_marts = stale_marts(scope)
             report.revisions = revisions_since_last_report(conn, report)
             report.generated_at = datetime.now(UTC)
             rendered.append(write_report(report, folder))

@@ -14,8 +14,9 @@ zone for an organization. KPIs of a period and scope (the platform, or one organ
   hours in each organization's zone, docs/service-metrics.md).
 Every aggregate is the registry's (core/metrics.py), so it equals the marts', Superset's and the live
 tables' by construction; rounding follows the contract (2-decimal rates, whole ms, halves away from 0).
-Each bound is an instant, so every number is exact over a local day, half-hour offsets included. Anomalies
-are judged per UTC date (metric_anomalies) and listed by their date.
+Each bound is an instant, so every KPI is exact over a local day, half-hour offsets included. Anomalies
+are judged per UTC date (metric_anomalies) and listed by their date; quarantined rows are counted by the
+UTC hour partitions that start in the period.
 """
 
 from __future__ import annotations

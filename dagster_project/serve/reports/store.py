@@ -17,6 +17,8 @@ create table if not exists reports.snapshots (
   kpis jsonb not null, rendered_at timestamptz not null default now(),
   primary key (report_kind, period_start, scope_key));
 comment on table reports.snapshots is 'The KPIs each report showed when it was last rendered.';
+-- the zone of the period's days (an organization's reports moved from UTC days to its own)
+alter table reports.snapshots add column if not exists zone text not null default 'UTC';
 create table if not exists reports.deliveries (
   report_kind text not null, period_start date not null, scope_key text not null,
   recipients text[] not null, message_id text not null, delivered_at timestamptz not null default now(),
@@ -56,7 +58,8 @@ def revisions_since_last_report(conn: psycopg.Connection, report: ReportData) ->
     """Numbers of the previous period that changed since the report that covered it was rendered."""
     row = conn.execute(
         "select kpis, rendered_at from reports.snapshots where report_kind = %s and period_start = %s "
-        "and scope_key = %s", (report.period.kind, report.period.previous.start, report.scope.key)).fetchone()
+        "and scope_key = %s and zone = %s",  # a report of other days (another zone) is no earlier figure of these
+        (report.period.kind, report.period.previous.start, report.scope.key, report.period.zone)).fetchone()
     if row is None:
         return []
     said, rendered_at = row
@@ -70,6 +73,8 @@ def revisions_since_last_report(conn: psycopg.Connection, report: ReportData) ->
 
 def save_snapshot(conn: psycopg.Connection, report: ReportData) -> None:
     conn.execute(
-        "insert into reports.snapshots (report_kind, period_start, scope_key, kpis) values (%s, %s, %s, %s) "
-        "on conflict (report_kind, period_start, scope_key) do update set kpis = excluded.kpis, rendered_at = now()",
-        (report.period.kind, report.period.start, report.scope.key, json.dumps(_jsonable(report.kpis))))
+        "insert into reports.snapshots (report_kind, period_start, scope_key, kpis, zone) values (%s, %s, %s, %s, %s) "
+        "on conflict (report_kind, period_start, scope_key) do update set kpis = excluded.kpis, zone = excluded.zone, "
+        "rendered_at = now()",
+        (report.period.kind, report.period.start, report.scope.key, json.dumps(_jsonable(report.kpis)),
+         report.period.zone))
