@@ -465,6 +465,16 @@ def test_periods():
     assert (day.slug, day.previous.start, day.bucket) == ("2026-01-01", date(2025, 12, 31), "hour")
     with pytest.raises(ValueError, match="Monday"):
         Period("weekly", date(2026, 11, 24))
+    # in a zone: 25 hours on London's last Sunday of October, the 23 whole UTC hours of a +05:30 day, and the
+    # UTC days whose marts a report reads (a -03:00 day touches the next UTC day: readable a day later)
+    london = Period("daily", date(2026, 10, 25), "Europe/London")
+    assert (london.window.duration, len(london.buckets)) == (timedelta(hours=25), 25)
+    kolkata = Period("daily", date(2026, 11, 10), "Asia/Kolkata")
+    assert kolkata.buckets[0][0] == datetime(2026, 11, 9, 19, tzinfo=UTC) and len(kolkata.buckets) == 23
+    assert kolkata.readable_after == datetime(2026, 11, 11, tzinfo=UTC)
+    sao_paulo = Period("daily", date(2026, 11, 10), "America/Sao_Paulo")
+    assert sao_paulo.covering(timedelta(days=1)).start == datetime(2026, 11, 10, tzinfo=UTC)
+    assert sao_paulo.readable_after == datetime(2026, 11, 12, tzinfo=UTC)
 
 
 def test_bad_delivery_settings_name_the_setting(monkeypatch, tmp_path):

@@ -19,6 +19,19 @@ LENGTH = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 HOUR = timedelta(hours=1)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def floor_to(instant: datetime, unit: timedelta) -> datetime:
+    """The start of the UTC hour (unit HOUR) or day that holds `instant`."""
+    return instant - (instant - EPOCH) % unit
+
+
+def ceil_to(instant: datetime, unit: timedelta) -> datetime:
+    """The first start of a UTC hour or day at or after `instant`."""
+    return instant + (EPOCH - instant) % unit
+
+
 def local_midnight(day: date, zone: str) -> datetime:
     """The instant `day` starts in `zone`, in UTC (a midnight skipped by a clock change: the instant of the change)."""
     return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone)).astimezone(UTC)
@@ -70,9 +83,7 @@ class Period:
 
     def covering(self, unit: timedelta) -> Window:
         """The UTC hours (unit HOUR) or days that hold the period's instants: the partitions it reads."""
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        start, end = self.window.start, self.window.end
-        return Window(start - (start - epoch) % unit, end + (epoch - end) % unit)
+        return Window(floor_to(self.window.start, unit), ceil_to(self.window.end, unit))
 
     @property
     def readable_after(self) -> datetime:
@@ -108,8 +119,7 @@ class Period:
         out of the chart (never out of the KPIs)."""
         if self.bucket == "day":
             return [(local_midnight(d, self.zone), local_midnight(d + timedelta(days=1), self.zone)) for d in self.days]
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        hour = self.window.start + (epoch - self.window.start) % HOUR
+        hour = ceil_to(self.window.start, HOUR)
         out = []
         while hour + HOUR <= self.window.end:
             out.append((hour, hour + HOUR))
