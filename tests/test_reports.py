@@ -298,8 +298,8 @@ def test_a_report_of_utc_days_is_no_earlier_figure_of_local_days(built, dagster_
             conn.execute("update reports.snapshots set zone = %s, kpis = kpis || '{\"conversations\": 1}' "
                          "where report_kind = 'daily' and period_start = %s and scope_key = %s",
                          (zone, previous, entry["scope"]))
-            assert conn.execute("select count(*) from reports.snapshots where period_start = %s and scope_key = %s",
-                                (previous, entry["scope"])).fetchone()[0] == 1
+            assert conn.execute("select count(*) from reports.snapshots where report_kind = 'daily' and "
+                                "period_start = %s and scope_key = %s", (previous, entry["scope"])).fetchone()[0] == 1
         render(dagster_instance, "daily", DAY)
         return report_data(out / "daily" / DAY / entry["html"])["revisions"]
 
