@@ -29,15 +29,10 @@ def _format_time_axis(ax: Axes, report: ReportData) -> None:
                                                       tz=ZoneInfo(zone)))
     ax.grid(axis="y", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    note = " (messages are counted by UTC hour: a bucket holds the whole UTC hours inside it)" if _off_the_hour(
-        report) else ""
+    off_the_hour = report.period.off_the_hour
+    note = " (messages are counted by UTC hour: a bucket holds the whole UTC hours inside it)" if off_the_hour else ""
     ax.set_xlabel(f"{zone} time{note}", fontsize=8)
 
-
-def _off_the_hour(report: ReportData) -> bool:
-    """A zone whose offset is not a whole number of hours (+05:30): UTC hours do not tile its local hours or days."""
-    zone = ZoneInfo(report.period.zone)
-    return any(row["bucket"].astimezone(zone).utcoffset().seconds % 3600 for row in report.series)
 
 
 def draw_response_times(ax: Axes, report: ReportData) -> None:
@@ -58,7 +53,7 @@ def draw_message_volume(ax: Axes, report: ReportData) -> None:
     width = (1 / 24 if report.period.bucket == "hour" else 1) * 0.8
     ax.bar(x, inbound, width=width, label=f"inbound ({sum(inbound):,})", color=COLORS["inbound"])
     ax.bar(x, outbound, width=width, bottom=inbound, label=f"outbound ({sum(outbound):,})", color=COLORS["outbound"])
-    shown = "in the hours shown" if _off_the_hour(report) else "in all"
+    shown = "in the hours shown" if report.period.off_the_hour else "in all"
     ax.set_title(f"Messages per {report.period.bucket}: {sum(inbound) + sum(outbound):,} {shown}", loc="left",
                  fontsize=11, pad=16)
     ax.legend(frameon=False, ncols=2, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), borderaxespad=0)

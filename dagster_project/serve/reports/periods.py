@@ -112,6 +112,13 @@ class Period:
         return "hour" if self.kind == "daily" else "day"
 
     @property
+    def off_the_hour(self) -> bool:
+        """The zone's offset is not a whole number of hours (+05:30) somewhere in the period: UTC hours do not
+        tile its local hours or days, so the chart's buckets leave out the ends (`buckets`)."""
+        zone = ZoneInfo(self.zone)
+        return any(start.astimezone(zone).utcoffset().seconds % 3600 for start, _ in self.buckets)
+
+    @property
     def buckets(self) -> list[tuple[datetime, datetime]]:
         """The chart's buckets [start, end): the period's local days (weekly), or the UTC hours that lie wholly
         inside it (daily). The warehouse keeps message counts by UTC hour, so in a zone whose offset is not a whole
