@@ -34,8 +34,10 @@ lint: install
 system-tools:   # pdftoppm and chromium, which the tests drive (installs them as root, else names them)
 	@scripts/system-tools
 
+# two workers, a whole test file each at a time (module fixtures build their warehouses once); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
 test: install install-spark lint system-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ui: install
 	$(BIN)/botflow ui

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import re
+import uuid
 
+import psycopg
 import pytest
 
 from dagster_project.core import settings
@@ -75,3 +77,25 @@ def test_an_empty_phone_hash_key_is_refused(monkeypatch):
         settings.Settings.from_env(start_embedded=False)
     monkeypatch.delenv("BOTFLOW_PHONE_HASH_KEY")
     assert settings.Settings.from_env(start_embedded=False).phone_hash_key == settings.DEV_PHONE_HASH_KEY
+
+
+def test_processes_that_start_together_create_the_databases_once():
+    """`botflow ui` starts the webserver and the daemon at once, and both make sure the embedded databases
+    exist: the first creates them and sets their zone, the others wait for it (one line of each, not a
+    unique violation in `pg_db_role_setting`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import ADMIN_URL, drop_database
+
+    names = [f"bf_test_ensure_{uuid.uuid4().hex[:8]}_{i}" for i in range(3)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: settings.ensure_databases(ADMIN_URL, names), range(8)))
+        with psycopg.connect(ADMIN_URL) as conn:
+            zones = conn.execute(
+                "select d.datname, s.setconfig from pg_database d join pg_db_role_setting s on s.setdatabase = d.oid "
+                "where d.datname = any(%s) order by 1", [names]).fetchall()
+        assert zones == [(name, ["TimeZone=UTC"]) for name in sorted(names)]
+    finally:
+        for name in names:
+            drop_database(name)

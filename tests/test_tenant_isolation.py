@@ -439,3 +439,60 @@ def test_uuid_of_an_unknown_organization_gives_nothing(warehouse):
     with scenario.warehouse() as conn, tenancy.organization_scope(conn, uuid.uuid4()):
         assert conn.execute("select count(*) from marts.fct_bot_replies").fetchone()[0] == 0
         assert conn.execute("select count(*) from marts.dim_organizations").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new login", "existing login"])
+def test_two_warehouses_setting_up_the_same_login_at_once_both_succeed(exists):
+    """Logins belong to the whole server: a sync of one warehouse that changes a login while another
+    warehouse's set-up holds it waits for that one, then succeeds (PostgreSQL alone would fail it with a
+    duplicate role, or "tuple concurrently updated")."""
+    import threading
+    import time
+
+    from conftest import ADMIN_URL, create_database, drop_database
+
+    from dagster_project.serve.superset.sync import ensure_login
+
+    tag = uuid.uuid4().hex[:8]
+    names, login = [f"bf_test_logins_{tag}_{i}" for i in range(2)], f"bf_test_login_{tag}"
+    urls = [create_database(name) for name in names]
+    failures: list[BaseException] = []
+    try:
+        for url in urls:
+            with psycopg.connect(url) as conn:
+                tenancy.ensure_tenancy(conn)
+        if exists:
+            with psycopg.connect(urls[0]) as conn:
+                conn.execute("select 1")
+                ensure_login(conn, login, "zero", tenancy.TENANT_ROLE)
+        with psycopg.connect(urls[0]) as first, psycopg.connect(urls[1]) as second:
+            for conn in (first, second):  # in a transaction, as a sync runs (ensure_superset_logins)
+                conn.execute("select 1")
+            ensure_login(first, login, "one", tenancy.TENANT_ROLE)  # created, its transaction still open
+
+            def set_up_second() -> None:
+                try:
+                    ensure_login(second, login, "two", tenancy.TENANT_ROLE)
+                    second.commit()
+                except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                    failures.append(exc)
+
+            waiting = threading.Thread(target=set_up_second)
+            waiting.start()
+            time.sleep(1.5)
+            assert waiting.is_alive(), "the second set-up should wait for the first"
+            first.commit()
+            waiting.join(30)
+        assert failures == []
+        with psycopg.connect(ADMIN_URL) as conn:
+            settings = conn.execute("select s.setconfig from pg_roles r join pg_db_role_setting s on s.setrole = r.oid "
+                                    "where r.rolname = %s", (login,)).fetchone()[0]
+            member = conn.execute("select pg_has_role(%s, %s, 'member')", (login, tenancy.TENANT_ROLE)).fetchone()[0]
+        assert sorted(settings) == ["default_transaction_read_only=on", "statement_timeout=120s"] and member
+        with psycopg.connect(urls[1], user=login, password="two") as conn:  # the later password is the one kept
+            assert conn.execute("select current_user").fetchone()[0] == login
+    finally:
+        for name in names:
+            drop_database(name)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'drop role if exists "{login}"')

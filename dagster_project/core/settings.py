@@ -373,8 +373,10 @@ def embedded_urls(home: Path) -> dict[str, str]:
 
 
 def ensure_databases(admin_url: str, names) -> None:
-    """Create the databases that do not exist yet (another process may create one at the same time)."""
+    """Create the databases that do not exist yet. Processes that start together (the webserver and the
+    daemon, test workers) take turns: a lock on the server's maintenance database, held until closed."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(hashtext('botflow.ensure_databases'))")
         existing = {r[0] for r in conn.execute("select datname from pg_database")}
         for name in names:
             if name not in existing:

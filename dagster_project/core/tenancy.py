@@ -75,17 +75,17 @@ TENANCY_DDL = f"""
 do $$
 begin
   create role {TENANT_ROLE} nologin;
-exception when duplicate_object then null;
+exception when duplicate_object or unique_violation then null;  -- unique: created at the same time
 end $$;
 do $$
 begin
   create role {ALL_ORGANIZATIONS_ROLE} nologin;
-exception when duplicate_object then null;
+exception when duplicate_object or unique_violation then null;  -- unique: created at the same time
 end $$;
 do $$
 begin
   create role {SCOPED_ROLE} nologin in role {TENANT_ROLE};
-exception when duplicate_object then null;
+exception when duplicate_object or unique_violation then null;  -- unique: created at the same time
 end $$;
 
 create schema if not exists security;

@@ -18,6 +18,7 @@ sync after its filters exist, so a dataset without them is invisible.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,18 +48,37 @@ MASKED = "XXXXXXXXXX"
 LOGIN_STATEMENT_TIMEOUT = "120s"  # a chart that runs longer is stopped by the warehouse
 
 
+def _on_role(conn: psycopg.Connection, statement: sql.Composable, attempts: int = 20) -> None:
+    """A statement that changes a role. Roles belong to the whole server, not to one warehouse: when two
+    warehouses' set-ups (or two syncs) change the same role at once, the later waits for the earlier to
+    commit, then PostgreSQL fails it ("tuple concurrently updated", a duplicate, or a deadlock when two
+    change two roles in turns). It is retried, in a savepoint, on the committed role."""
+    for attempt in range(attempts):
+        try:
+            with conn.transaction():
+                conn.execute(statement)
+            return
+        except (psycopg.errors.InternalError_, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected) as exc:
+            if isinstance(exc, psycopg.errors.InternalError_) and "concurrently" not in str(exc):
+                raise
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def ensure_login(conn: psycopg.Connection, login: str, password: str, group: str) -> None:
     """A read-only login of `group` (tenant or all organizations), created or updated; nothing else."""
     role = sql.Identifier(login)
-    conn.execute(sql.SQL("""do $$ begin create role {} login; exception when duplicate_object then null; end $$""")
-                 .format(role))
-    conn.execute(sql.SQL("alter role {} with login nosuperuser nocreatedb nocreaterole nobypassrls inherit "
-                         "noreplication password {}").format(role, sql.Literal(password)))
-    conn.execute(sql.SQL("alter role {} set default_transaction_read_only = on").format(role))
-    conn.execute(sql.SQL("alter role {} set statement_timeout = {}").format(role, sql.Literal(LOGIN_STATEMENT_TIMEOUT)))
+    _on_role(conn, sql.SQL("""do $$ begin create role {} login; exception when duplicate_object then null; end $$""")
+             .format(role))
+    _on_role(conn, sql.SQL("alter role {} with login nosuperuser nocreatedb nocreaterole nobypassrls inherit "
+                           "noreplication password {}").format(role, sql.Literal(password)))
+    _on_role(conn, sql.SQL("alter role {} set default_transaction_read_only = on").format(role))
+    _on_role(conn, sql.SQL("alter role {} set statement_timeout = {}").format(
+        role, sql.Literal(LOGIN_STATEMENT_TIMEOUT)))
     for other in {TENANT_ROLE, ALL_ORGANIZATIONS_ROLE} - {group}:
-        conn.execute(sql.SQL("revoke {} from {}").format(sql.Identifier(other), role))
-    conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(group), role))
+        _on_role(conn, sql.SQL("revoke {} from {}").format(sql.Identifier(other), role))
+    _on_role(conn, sql.SQL("grant {} to {}").format(sql.Identifier(group), role))
 
 
 def ensure_superset_logins(conn: psycopg.Connection, tenant_key: str) -> list[str]:
