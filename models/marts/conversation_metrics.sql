@@ -72,11 +72,7 @@ measured as (
       from {{ ref('fct_bot_replies') }} r
       where r.conversation_id = c.conversation_id
   ) r
-  cross join lateral (
-      select min(x.created_at) as first_reply_at
-      from {{ ref('int_messages') }} x
-      where x.conversation_id = c.conversation_id and x.direction = 'outbound' and x.created_at > m.first_inbound_at
-  ) f
+  {{ first_reply_lookup(ref('int_messages'), 'conversations') }}
   where m.total_messages > 0
 ),
 -- the intervals measured in business time, for business_time() (macros/business_time.sql)
