@@ -1,11 +1,10 @@
 """Publish the marts Spark computed into PostgreSQL's serving schema, one window at a time, atomically.
 
-The executors copy the window's rows of each mart into a scratch table of the warehouse
-(`spark_publish.<mart>`, unlogged, with the mart's columns) by COPY, each its share of the rows in
-parallel; then one PostgreSQL transaction deletes the window's rows of every mart and inserts the new ones.
-Readers (Superset, reports, exports, the SQL functions, the live layer) see the old window or the new one,
-never a mix; the marts keep their indexes and row-level security, which dbt created in PostgreSQL
-(ensure_serving_tables).
+The executors write the window's rows of each mart over JDBC into a scratch table of the warehouse
+(`spark_publish.<mart>`); then one PostgreSQL transaction deletes the window's rows of every mart and
+inserts the new ones, cast to the mart's column types. Readers (Superset, reports, exports, the SQL
+functions, the live layer) see the old window or the new one, never a mix; the marts keep their indexes
+and row-level security, which dbt created in PostgreSQL (ensure_serving_tables).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from psycopg import sql
 from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, process_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
 from dagster_project.transform.project import ensure_manifest
-from dagster_project.transform.spark.executor import copy_rows
+from dagster_project.transform.spark.cluster import jdbc_url
 
 SCRATCH_SCHEMA = "spark_publish"
 
@@ -73,30 +72,23 @@ def publish_window(spark: Any, warehouse_url: str, window: Window, marts: list[s
                    progress: Callable[[str], None] = print, whole: bool = False) -> dict[str, int]:
     """Replace the window's rows of `marts` in PostgreSQL with Spark's, in one transaction; rows per mart.
     `whole` (a full refresh): every row of the marts is replaced, whatever its time."""
-    from pyspark.sql import functions as F
-
+    url, properties = jdbc_url(warehouse_url)
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         conn.execute(f"create schema if not exists {SCRATCH_SCHEMA}")
         columns = {mart: conn.execute(
             "select attname, format_type(atttypid, atttypmod) from pg_attribute "
             "where attrelid = %s::regclass and attnum > 0 and not attisdropped order by attnum",
             (f"marts.{mart}",)).fetchall() for mart in marts}
-        for mart in marts:  # the mart's columns and types, no index: rows go in as fast as PostgreSQL takes them
-            scratch, target = sql.Identifier(SCRATCH_SCHEMA, mart), sql.Identifier("marts", mart)
-            conn.execute(sql.SQL("drop table if exists {}").format(scratch))
-            conn.execute(sql.SQL("create unlogged table {} (like {})").format(scratch, target))
+    published = {}
     for mart in marts:
         column, grain = mart_windows()[mart]
         names = [name for name, _ in columns[mart]]
         frame = spark.table(f"marts.{mart}")
         if not whole:
             frame = frame.where(_window_predicate(column, grain, window))
-        # as text in Spark (the session's zone is UTC), read by PostgreSQL as the scratch table's types
-        frame = frame.select(*(F.col(name).cast("string").alias(name) for name in names))
-        statement = sql.SQL("copy {} ({}) from stdin").format(
-            sql.Identifier(SCRATCH_SCHEMA, mart), sql.SQL(", ").join(map(sql.Identifier, names))).as_string()
-        frame.foreachPartition(functools.partial(copy_rows, warehouse_url=warehouse_url, statement=statement))
-    published = {}
+        frame = frame.select(*names)
+        frame.write.jdbc(url, f"{SCRATCH_SCHEMA}.{mart}", mode="overwrite",
+                         properties={**properties, "batchsize": "10000", "truncate": "false"})
     with psycopg.connect(warehouse_url) as conn, conn.transaction():
         for mart in marts:
             column, grain = mart_windows()[mart]
@@ -107,8 +99,10 @@ def publish_window(spark: Any, warehouse_url: str, window: Window, marts: list[s
                 conn.execute(sql.SQL("delete from marts.{} where {} >= %s and {} < %s").format(
                     sql.Identifier(mart), sql.Identifier(column), sql.Identifier(column)), (lo, hi))
             target = sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns[mart])
+            cast = sql.SQL(", ").join(sql.SQL("{}::{}").format(sql.Identifier(name), sql.SQL(kind))
+                                      for name, kind in columns[mart])
             cursor = conn.execute(sql.SQL("insert into marts.{} ({}) select {} from {}.{}").format(
-                sql.Identifier(mart), target, target, sql.Identifier(SCRATCH_SCHEMA), sql.Identifier(mart)))
+                sql.Identifier(mart), target, cast, sql.Identifier(SCRATCH_SCHEMA), sql.Identifier(mart)))
             published[mart] = cursor.rowcount
             conn.execute(sql.SQL("drop table {}.{}").format(sql.Identifier(SCRATCH_SCHEMA), sql.Identifier(mart)))
     progress("published " + ", ".join(f"marts.{m}: {n:,} rows" for m, n in published.items()))
