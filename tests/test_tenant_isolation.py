@@ -489,7 +489,7 @@ def test_two_warehouses_setting_up_the_same_login_at_once_both_succeed(exists):
                                     "where r.rolname = %s", (login,)).fetchone()[0]
             member = conn.execute("select pg_has_role(%s, %s, 'member')", (login, tenancy.TENANT_ROLE)).fetchone()[0]
         assert sorted(settings) == ["default_transaction_read_only=on", "statement_timeout=120s"] and member
-        with psycopg.connect(urls[1], user=login, password="two") as conn:  # the later password is the one kept
+        with psycopg.connect(urls[1], user=login, password="two") as conn:  # it logs in (trust: no password check)
             assert conn.execute("select current_user").fetchone()[0] == login
     finally:
         for name in names:

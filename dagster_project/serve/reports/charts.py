@@ -29,10 +29,9 @@ def _format_time_axis(ax: Axes, report: ReportData) -> None:
                                                       tz=ZoneInfo(zone)))
     ax.grid(axis="y", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    off_the_hour = report.period.off_the_hour
-    note = " (messages are counted by UTC hour: a bucket holds the whole UTC hours inside it)" if off_the_hour else ""
+    note = (" (messages are counted by UTC hour: a bucket holds the whole UTC hours inside it)"
+            if report.period.off_the_hour else "")
     ax.set_xlabel(f"{zone} time{note}", fontsize=8)
-
 
 
 def draw_response_times(ax: Axes, report: ReportData) -> None:
