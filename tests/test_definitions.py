@@ -202,3 +202,37 @@ def test_each_dashboard_exposure_lists_every_table_its_datasets_read():
         exposure = exposures[slug.replace("-", "_") + "_dashboard"]
         listed = {node.rsplit(".", 1)[-1] for node in exposure["depends_on"]["nodes"]}
         assert read == listed, slug
+
+
+def test_processes_that_load_the_code_together_parse_the_manifest_once(tmp_path):
+    """On a fresh clone every process that loads the code (pytest workers, `botflow ui`'s webserver and
+    daemon) finds no dbt manifest and parses one: none of them reads another's half-written manifest."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from dagster_project.core.settings import DBT_PROJECT_DIR, REPO_ROOT
+
+    project = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    shutil.copytree(REPO_ROOT / "models", tmp_path / "models")
+    load = ("import json, pathlib, sys\n"
+            "from dagster_project.transform.project import ensure_manifest\n"
+            "json.loads(ensure_manifest(pathlib.Path(sys.argv[1])).read_text())\n")
+    loaders = [subprocess.Popen([sys.executable, "-c", load, str(project)], cwd=REPO_ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    manifest, torn = project / "target" / "manifest.json", []
+    while any(p.poll() is None for p in loaders):  # what any other process would read meanwhile
+        try:
+            text = manifest.read_text()
+            json.loads(text)
+        except FileNotFoundError:
+            pass
+        except json.JSONDecodeError as error:
+            torn.append(f"{error} in {len(text)} characters")
+    outputs = [(p.returncode, p.communicate(timeout=300)[0]) for p in loaders]
+    assert not torn, torn[:3]
+    assert [code for code, _ in outputs] == [0, 0, 0, 0], [out[-2000:] for _, out in outputs]
+    assert "conversation_metrics" in json.dumps(json.loads(manifest.read_text())["nodes"])
+    assert not [p.name for p in (project / "target").iterdir() if p.name.startswith("dbt-manifest-")]
