@@ -49,15 +49,23 @@ DAYS = 2
 
 @pytest.fixture(scope="module")
 def superset(dagster_instance, tmp_path_factory):
+    with serving(dagster_instance, tmp_path_factory, "superset") as served:
+        yield served
+
+
+@contextmanager
+def serving(dagster_instance, tmp_path_factory, name: str):
+    """Two simulated days and a live feed built on this process's engine, Superset up and synced: (scenario,
+    Superset's settings). test_spark_engine.py calls it with the Spark engine."""
     home = tmp_path_factory.mktemp("botflow_home")
-    metadata_db = f"bf_test_superset_meta_{RUN_TAG}"
+    metadata_db = f"bf_test_{name}_meta_{RUN_TAG}"
     create_database(metadata_db)
     env = {"BOTFLOW_HOME": str(home), "BOTFLOW_SUPERSET_PORT": str(free_port()),
            "BOTFLOW_SUPERSET_METADATA_URL": database_url(metadata_db),
            "BOTFLOW_SUPERSET_CACHE_SECONDS": "600"}  # a real cache: one organization's result never serves another
     today = datetime.now(UTC).date()
     start = today - timedelta(days=DAYS)
-    with scoped_environment(env), module_scenario("superset") as (scenario,):
+    with scoped_environment(env), module_scenario(name) as (scenario,):
         with scenario.source() as conn:
             simulate(conn, "public", start, DAYS, seed=5, conversations_per_day=80)
             trickle = Trickle(conn, "public", seed=9)  # traffic in the last minutes, for the live dashboard
@@ -405,6 +413,31 @@ def test_superset_settings_errors_name_the_setting(monkeypatch, tmp_path):
     assert oct(secrets_file.stat().st_mode)[-3:] == "600"  # generated once, private, never committed
     assert service.SupersetSettings.from_env(_settings_stub(tmp_path)).admin_password == first.admin_password
     assert first.metadata_url.endswith("/botflow_superset") or "dbname=botflow_superset" in first.metadata_url
+
+
+def test_processes_that_start_superset_together_install_its_virtualenv_once(tmp_path, monkeypatch):
+    """Two pytest workers, or two `botflow superset up`, on a machine without Superset's virtualenv: one
+    installs it while the other waits, then finds it installed (not two pips writing one folder)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    installs, inside, overlapped = [], threading.Semaphore(1), []
+
+    def slow_install(venv: Path, wanted: str, progress) -> None:
+        if not inside.acquire(blocking=False):
+            overlapped.append(venv)
+        installs.append(venv)
+        time.sleep(1)
+        venv.mkdir(parents=True, exist_ok=True)
+        (venv / ".botflow-requirements").write_text(wanted)
+        inside.release()
+
+    monkeypatch.setattr(service, "_install", slow_install)
+    venv = tmp_path / "cache" / "superset-venv"
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: service.install_venv(venv, progress=lambda _line: None), range(4))) == [venv] * 4
+    assert (installs, overlapped) == ([venv], [])
 
 
 def _settings_stub(home: Path) -> Settings:

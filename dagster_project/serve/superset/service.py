@@ -12,6 +12,7 @@ and no password travels on a command line.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -151,6 +152,17 @@ def install_venv(venv: Path, progress: Callable[[str], None] = print) -> Path:
     wanted = "\n".join(REQUIREMENTS)
     if marker.exists() and marker.read_text() == wanted:
         return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:  # processes that start together take turns
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == wanted:  # installed while this one waited
+            return venv
+        _install(venv, wanted, progress)
+    return venv
+
+
+def _install(venv: Path, wanted: str, progress: Callable[[str], None]) -> None:
+    marker = venv / ".botflow-requirements"
     progress(f"installing Superset {SUPERSET_VERSION} into {venv} (once; about 2 minutes) ...")
     # pip's own settings (index, proxy, certificates) and no BotFlow secret: not the caller's environment
     env = {k: v for k, v in process_environment().items()
@@ -161,7 +173,6 @@ def install_venv(venv: Path, progress: Callable[[str], None] = print) -> Path:
     subprocess.run([*pip, "--upgrade", "pip"], check=True, env=env)
     subprocess.run([*pip, *REQUIREMENTS], check=True, env=env)
     marker.write_text(wanted)
-    return venv
 
 
 def ensure_metadata_database(s: SupersetSettings) -> None:
