@@ -246,18 +246,25 @@ def test_a_daemon_run_whose_worker_is_killed_is_failed_freed_and_retried(stack):
             while not sensor_has_ticked(instance, "change_capture_sensor"):
                 assert time.monotonic() < deadline, "change_capture_sensor never ticked:\n" + daemon.output
                 time.sleep(2)
-        with stack.source() as conn:  # a late message: change capture launches an hourly run for its hour
-            conn.execute("insert into messages (id, conversation_id, direction, created_at, updated_at) "
-                         "select gen_random_uuid(), id, 'inbound', started_at + interval '1 minute', now() "
-                         "from conversations where started_at::date = '2026-06-01' order by id limit 1")
-        victim = wait_for_a_claimed_slot(stack, "hourly_partition_job", timeout=240)
-        with stack.instance() as instance:
-            deadline = time.monotonic() + 60
-            while PID_TAG not in (run := instance.get_run_by_id(victim)).tags:  # tagged by its first step
-                assert time.monotonic() < deadline, "the daemon's run was never tagged with its process"
-                time.sleep(0.2)
-        os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
-        assert slots_held_by(stack, victim)
+        # the run's ingestion step waits on raw.messages while it holds its pool slot, until it is killed
+        # (else a short step can end, and free its slot, before the kill)
+        with stack.warehouse() as blocker:
+            blocker.execute("lock table raw.messages in share mode")
+            with stack.source() as conn:  # a late message: change capture launches an hourly run for its hour
+                conn.execute("insert into messages (id, conversation_id, direction, created_at, updated_at) "
+                             "select gen_random_uuid(), id, 'inbound', started_at + interval '1 minute', now() "
+                             "from conversations where started_at::date = '2026-06-01' order by id limit 1")
+            victim = wait_for_a_claimed_slot(stack, "hourly_partition_job", timeout=240)
+            with stack.instance() as instance:
+                deadline = time.monotonic() + 120
+                while PID_TAG not in (run := instance.get_run_by_id(victim)).tags or not blocker.execute(
+                        "select 1 from pg_locks l join pg_database d on d.oid = l.database and d.datname = "
+                        "current_database() where relation = 'raw.messages'::regclass and not granted").fetchone():
+                    assert time.monotonic() < deadline, (
+                        f"the daemon's run never waited on raw.messages (tags {run.tags})\n" + daemon.output[-3000:])
+                    time.sleep(0.2)
+            os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+            assert slots_held_by(stack, victim)
         deadline = time.monotonic() + 300
         with stack.instance() as instance:
             while True:
