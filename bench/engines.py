@@ -36,7 +36,7 @@ from backfill import SCALES, copy_source, databases, floor_queries, timed  # noq
 from live_lag import admin_url, free_port, write_result  # noqa: E402
 
 START = date(2026, 3, 2)
-STAGES = ("session", "land", "dbt", "publish")
+STAGES = ("session", "land", "dbt", "publish", "publish_replace")  # the last: publish's PostgreSQL transaction
 # a mart of each partitioned dbt asset: its materialization carries the Spark stages of the asset's run
 STAGE_MARTS = {"hourly": "fct_bot_replies", "daily": "conversation_metrics"}
 # what must be equal between the warehouses: rows, and a sum of a column of each mart

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -22,8 +22,9 @@ import test_edge_cases as edge_cases
 import test_idempotency as idempotency
 import test_marts_match_oracle as oracle_tests
 import test_reports as reports
+import test_superset as superset_tests
 import test_tenant_isolation as tenant_isolation
-from conftest import engine_environment, lenient_quality_limits, module_scenario, simulated_and_built
+from conftest import build_window, engine_environment, lenient_quality_limits, module_scenario, simulated_and_built
 
 from dagster_project.core.settings import scoped_environment
 from dagster_project.serve.superset.logins import user_login
@@ -126,6 +127,25 @@ def test_sql_functions_are_exact_over_ranges(marts_built):
 
 def test_bot_summary_over_local_dates_is_exact_in_the_bots_zone(marts_built):
     oracle_tests.test_bot_summary_over_local_dates_is_exact_in_the_bots_zone(marts_built)
+
+
+def test_superset_shows_the_marts_spark_built_each_organization_its_own(dagster_instance, spark_cluster,
+                                                                        tmp_path_factory):
+    """Superset reads the PostgreSQL marts whichever engine computed them: on marts Spark built and published,
+    every chart's numbers equal pandas over the marts, and an organization's user sees its own rows only;
+    again after Spark publishes a day while Superset serves (as every scheduled run does)."""
+    with engine_environment("spark"), \
+            superset_tests.serving(dagster_instance, tmp_path_factory, "spark_superset") as served:
+        superset_tests.test_every_chart_shows_what_the_marts_hold(served)
+        superset_tests.test_an_organization_user_sees_only_its_organization(served)  # grants org_analyst
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        build_window(dagster_instance, yesterday, yesterday + timedelta(days=1))
+        superset_tests.charts_show_what_the_marts_hold(served, fresh=True)  # local days still open have grown
+        scenario, s = served
+        with scenario.warehouse() as conn:
+            org = sorted(name for (name,) in conn.execute("select organization_name from marts.dim_organizations"))[0]
+        analyst = superset_tests.SupersetApi(s.url, "org_analyst", "analyst-pw-1")
+        assert {r["organization_name"] for r in superset_tests.chart_data(analyst, "bot_comparison")} == {org}
 
 
 def test_late_rows_reach_the_marts_and_the_report_then_a_full_refresh_reprices_all_history(

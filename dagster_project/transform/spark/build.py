@@ -36,9 +36,10 @@ def dbt_spark(args: list[str], window: Window | None) -> None:
 
 def build_window(warehouse_url: str, cluster: SparkCluster, window: Window | None, marts: list[str] | None = None,
                  progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Land, transform and publish one window of `marts` (default: all four); seconds per stage and the rows
-    published per mart. No window: a full refresh, every mart rebuilt from all of the raw layer (after a
-    price-list change) and every row of the PostgreSQL marts replaced."""
+    """Land, transform and publish one window of `marts` (default: all four); seconds per stage (and of the
+    publish, its replacing transaction) and the rows published per mart. No window: a full refresh, every
+    mart rebuilt from all of the raw layer (after a price-list change) and every row of the PostgreSQL marts
+    replaced."""
     marts = marts or sorted(mart_windows())
     whole = window is None
     if window is None:  # the days that hold raw rows; none: an empty day, so the marts are emptied
@@ -61,4 +62,5 @@ def build_window(warehouse_url: str, cluster: SparkCluster, window: Window | Non
     began = time.perf_counter()
     published = publish_window(spark, warehouse_url, window, marts, progress, whole=whole)
     seconds["publish"] = time.perf_counter() - began
-    return {"seconds": seconds, "published": published}
+    seconds["publish_replace"] = published.replace_s  # of which the PostgreSQL transaction
+    return {"seconds": seconds, "published": published.rows}
