@@ -431,13 +431,12 @@ def test_processes_that_start_superset_together_install_its_virtualenv_once(tmp_
 
     installs, inside, overlapped = [], threading.Semaphore(1), []
 
-    def slow_install(venv: Path, wanted: str, progress) -> None:
+    def slow_install(venv: Path, progress) -> None:
         if not inside.acquire(blocking=False):
             overlapped.append(venv)
         installs.append(venv)
         time.sleep(1)
         venv.mkdir(parents=True, exist_ok=True)
-        (venv / ".botflow-requirements").write_text(wanted)
         inside.release()
 
     monkeypatch.setattr(service, "_install", slow_install)

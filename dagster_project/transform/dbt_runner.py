@@ -15,7 +15,6 @@ assets yield the same Outputs, check results and metadata as with the CLI resour
 
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 
 from dagster_project.core.settings import process_environment, scoped_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
+from dagster_project.transform.project import project_args, scratch_target
 
 _LOCK = threading.Lock()  # dbt's in-process state (flags, adapters) allows one invocation at a time
 # (project dir, warehouse) -> dbt's parsed Manifest, for this process: the nodes carry the target
@@ -52,17 +52,6 @@ def keep_partial_parse(target_path: Path, project_dir: Path) -> None:
         tmp.replace(shared / "partial_parse.msgpack")
 
 
-def _scratch_target(project_dir: Path, prefix: str) -> Path:
-    """A target folder of its own for one invocation (artifacts of parallel runs never mix)."""
-    (project_dir / "target").mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=project_dir / "target"))
-
-
-def _project_args(project_dir: Path, target_path: Path) -> list[str]:
-    return ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
-            "--target-path", str(target_path), "--log-path", str(target_path), "--no-send-anonymous-usage-stats"]
-
-
 def parsed_manifest(project_dir: Path) -> Any:
     """dbt's Manifest of the project, parsed on first use in this process (partial parsing from
     the project's target folder), then kept."""
@@ -71,12 +60,12 @@ def parsed_manifest(project_dir: Path) -> Any:
     if key not in _MANIFESTS:
         from dbt.cli.main import dbtRunner
 
-        target = _scratch_target(project_dir, "dbt-parse-")
+        target = scratch_target(project_dir, "dbt-parse-")
         try:
             shared_state = project_dir / "target" / "partial_parse.msgpack"
             if shared_state.exists():
                 shutil.copyfile(shared_state, target / "partial_parse.msgpack")
-            result = dbtRunner().invoke(["parse", *_project_args(project_dir, target)])
+            result = dbtRunner().invoke(["parse", *project_args(project_dir, target)])
             if not result.success:
                 raise DbtBuildFailed(description=f"dbt parse of {project_dir} failed: {result.exception}")
             keep_partial_parse(target, project_dir)
@@ -119,14 +108,14 @@ def dbt_build(
     indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
     raw_events: list[dict[str, Any]] = []
     with _LOCK:
-        target = _scratch_target(project_dir, f"dbt-{context.run.run_id[:8]}-")
+        target = scratch_target(project_dir, f"dbt-{context.run.run_id[:8]}-")
         try:
             with scoped_environment(window.dbt_env() if window else {}, unset=DBT_WINDOW_ENV):  # unset: all of history
                 runner = dbtRunner(manifest=parsed_manifest(project_dir),
                                    callbacks=[lambda event: event.info.name in RESULT_EVENTS
                                               and raw_events.append(msg_to_dict(event))])
                 result = runner.invoke(["build", *args, *params.selection_args, *indirect,
-                                        *_project_args(project_dir, target)])
+                                        *project_args(project_dir, target)])
             for raw in raw_events:
                 yield from DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={}).to_default_asset_events(
                     manifest=params.manifest, dagster_dbt_translator=params.dagster_dbt_translator,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -12,9 +11,21 @@ from pathlib import Path
 
 from dagster_dbt import DbtProject
 
+from dagster_project.core.file_lock import exclusive
 from dagster_project.core.settings import DBT_PROJECT_DIR, process_environment
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def scratch_target(project_dir: Path, prefix: str) -> Path:
+    """A target folder of its own for one invocation (artifacts of parallel runs never mix)."""
+    (project_dir / "target").mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=project_dir / "target"))
+
+
+def project_args(project_dir: Path, target_path: Path) -> list[str]:
+    return ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
+            "--target-path", str(target_path), "--log-path", str(target_path), "--no-send-anonymous-usage-stats"]
 
 
 def _newest_source_mtime(project_dir: Path) -> float:
@@ -35,24 +46,17 @@ def ensure_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
     Processes that start together (pytest workers, `botflow ui`'s webserver and daemon) take turns
     under a file lock, and the manifest is parsed into a scratch folder and moved into place, so a
     reader never sees half a manifest."""
-    target = project_dir / "target"
-    manifest = target / "manifest.json"
+    manifest = project_dir / "target" / "manifest.json"
     if _is_current(manifest, project_dir):
         return manifest
-    target.mkdir(exist_ok=True)
-    with open(target / ".manifest.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(project_dir / "target" / ".manifest.lock"):
         if _is_current(manifest, project_dir):  # another process parsed it while this one waited
             return manifest
-        scratch = Path(tempfile.mkdtemp(prefix="dbt-manifest-", dir=target))
+        scratch = scratch_target(project_dir, "dbt-manifest-")
         try:
             dbt = Path(sys.executable).with_name("dbt")
-            env = {**process_environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-            result = subprocess.run(
-                [str(dbt), "parse", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
-                 "--target-path", str(scratch), "--log-path", str(scratch)],
-                capture_output=True, text=True, env=env, check=False,
-            )
+            result = subprocess.run([str(dbt), "parse", *project_args(project_dir, scratch)],
+                                    capture_output=True, text=True, env=process_environment(), check=False)
             if result.returncode != 0:
                 raise RuntimeError(f"dbt parse failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
             os.replace(scratch / "manifest.json", manifest)

@@ -12,7 +12,6 @@ and no password travels on a command line.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo, sql
 
+from dagster_project.core.file_lock import exclusive
 from dagster_project.core.settings import REPO_ROOT, ConfigError, Settings, process_environment, redact, scrub, setting
 from dagster_project.serve.superset.logins import READER_LOGIN, login_password
 
@@ -150,19 +150,19 @@ def install_venv(venv: Path, progress: Callable[[str], None] = print) -> Path:
     calls this too: docker/superset.Dockerfile)."""
     marker = venv / ".botflow-requirements"
     wanted = "\n".join(REQUIREMENTS)
-    if marker.exists() and marker.read_text() == wanted:
-        return venv
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:  # processes that start together take turns
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and marker.read_text() == wanted:  # installed while this one waited
-            return venv
-        _install(venv, wanted, progress)
+
+    def installed() -> bool:
+        return marker.exists() and marker.read_text() == wanted
+
+    if not installed():
+        with exclusive(venv.parent / f".{venv.name}.lock"):  # processes that start together take turns
+            if not installed():  # else installed while this one waited
+                _install(venv, progress)
+                marker.write_text(wanted)
     return venv
 
 
-def _install(venv: Path, wanted: str, progress: Callable[[str], None]) -> None:
-    marker = venv / ".botflow-requirements"
+def _install(venv: Path, progress: Callable[[str], None]) -> None:
     progress(f"installing Superset {SUPERSET_VERSION} into {venv} (once; about 2 minutes) ...")
     # pip's own settings (index, proxy, certificates) and no BotFlow secret: not the caller's environment
     env = {k: v for k, v in process_environment().items()
@@ -172,7 +172,6 @@ def _install(venv: Path, wanted: str, progress: Callable[[str], None]) -> None:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True, env=env)
     subprocess.run([*pip, *REQUIREMENTS], check=True, env=env)
-    marker.write_text(wanted)
 
 
 def ensure_metadata_database(s: SupersetSettings) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 from dagster_project.core.settings import DBT_PROJECT_DIR, ConfigError, scoped_environment
 from dagster_project.core.window import DBT_WINDOW_ENV, Window
-from dagster_project.transform.dbt_runner import _failures, _project_args
+from dagster_project.transform.dbt_runner import _failures
+from dagster_project.transform.project import project_args
 from dagster_project.transform.spark.cluster import SparkCluster
 from dagster_project.transform.spark.land import history_window, land_window
 from dagster_project.transform.spark.publish import ensure_serving_tables, mart_windows, publish_window
@@ -29,7 +30,7 @@ def dbt_spark(args: list[str], window: Window | None) -> None:
     env = window.dbt_env() if window else {}
     with scoped_environment(env, unset=DBT_WINDOW_ENV):
         result = dbtRunner().invoke([*args, "--target", "spark", "--quiet",
-                                     *_project_args(DBT_PROJECT_DIR, DBT_PROJECT_DIR / "target" / "spark")])
+                                     *project_args(DBT_PROJECT_DIR, DBT_PROJECT_DIR / "target" / "spark")])
     if not result.success:
         raise ConfigError(f"dbt on Spark failed for window {window}:\n{_failures(result)}")
 
