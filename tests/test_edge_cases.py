@@ -340,8 +340,8 @@ def test_unparsable_timestamps_become_null(edge):
 
 
 def test_a_day_rebuilt_alone_leaves_every_row_as_it_was(edge, engine, dagster_instance):
-    """Idempotency on each engine: the second day built again by itself (on spark: landed, its partitions
-    dropped and overwritten, published) gives back exactly the rows of the two-day build."""
+    """Idempotency on each engine: the second day built again by itself (on spark: its raw rows kept as they
+    were landed, its mart partitions overwritten, published) gives back exactly the rows of the two-day build."""
     scenario, *_ = edge
     scenario.activate()  # another test of the module may have pointed the settings at its own databases
 

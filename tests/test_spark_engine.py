@@ -164,6 +164,88 @@ def test_late_rows_reach_the_marts_and_the_report_then_a_full_refresh_reprices_a
         idempotency.full_refresh_reprices_all_history(scenario, dagster_instance, change_capture.START)
 
 
+def test_raw_landed_from_the_same_rows_is_kept_and_a_changed_day_landed_again(edge, spark_cluster):
+    """The hourly and the daily asset of a run land the window once: a day (a table landed whole) whose warehouse
+    rows have not changed since they were landed is kept. A message replaced by ingestion (the same number of
+    rows, a new load time) lands its day again, alone, with the new version; a full refresh lands whole once."""
+    from dagster_project.core.window import Window
+    from dagster_project.transform.spark.land import history_window, land_window
+    from dagster_project.transform.spark.session import spark_session
+
+    scenario, *_ = edge
+    scenario.activate()
+    spark, url = spark_session(spark_cluster), scenario.warehouse_url
+    history = history_window(url)
+    day = history.end.date() - timedelta(days=1)
+    window = Window.days(day, day + timedelta(days=1))
+    land_window(spark, url, window, progress=lambda _line: None)  # whatever another test of the module left
+    assert land_window(spark, url, window, progress=lambda _line: None) == dict.fromkeys(
+        ("organizations", "bots", "conversations", "messages", "api_events"), 0)
+
+    def landed_version(message_id: str) -> str | None:  # in UTC, the session's time zone
+        (row,) = spark.table("raw.messages").where(f"id = '{message_id}'").selectExpr(
+            "date_format(updated_at, 'yyyy-MM-dd HH:mm:ss') as updated_at").collect()
+        return row.updated_at
+
+    with scenario.warehouse() as conn:
+        message_id, updated_at = conn.execute(
+            "select id::text, updated_at from raw.messages where created_at >= %s and created_at < %s order by id "
+            "limit 1", (window.start, window.end)).fetchone()
+        on_the_day = conn.execute("select count(*) from raw.messages where created_at >= %s and created_at < %s",
+                                  (window.start, window.end)).fetchone()[0]
+    try:
+        for version in (datetime(2001, 1, 1, tzinfo=UTC), updated_at):  # a newer version, then the old one back
+            with scenario.warehouse() as conn:  # as ingestion replaces a row (rules._replace_versions)
+                conn.execute("update raw.messages set updated_at = %s, _loaded_at = now() where id = %s",
+                             (version, message_id))
+            landed = land_window(spark, url, window, progress=lambda _line: None)
+            assert landed == {"organizations": 0, "bots": 0, "conversations": 0, "messages": on_the_day,
+                              "api_events": 0}
+            assert landed_version(message_id) == (version and version.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    finally:
+        with scenario.warehouse() as conn:
+            conn.execute("update raw.messages set updated_at = %s, _loaded_at = now() where id = %s",
+                         (updated_at, message_id))
+
+    with scenario.warehouse() as conn:  # a conversation changed: the table landed whole again
+        conn.execute("update raw.conversations set _loaded_at = now() where id = "
+                     "(select id from raw.conversations order by id limit 1)")
+        conversations = conn.execute("select count(*) from raw.conversations").fetchone()[0]
+    assert land_window(spark, url, window, progress=lambda _line: None)["conversations"] == conversations
+    land_window(spark, url, history, progress=lambda _line: None, whole=True)
+    assert set(land_window(spark, url, history, progress=lambda _line: None, whole=True).values()) == {0}
+    assert set(land_window(spark, url, window, progress=lambda _line: None).values()) == {0}  # its days' too
+
+
+def test_a_spark_build_waits_while_another_build_of_its_warehouse_runs(edge, spark_cluster):
+    """Two builds of a warehouse (an hourly and a daily run: different pools) never land and read its raw
+    tables at once: the second waits for the first's lock, says so, then builds."""
+    import threading
+    import time
+
+    from dagster_project.core.window import Window
+    from dagster_project.transform.spark.build import BUILD_LOCK, LOCK_POLL_S, WAITING, build_window
+
+    scenario, *_ = edge
+    scenario.activate()
+    lines: list[str] = []
+    built: list[dict] = []
+    window = Window.days(date(2026, 4, 2), date(2026, 4, 3))
+    build = threading.Thread(target=lambda: built.append(build_window(
+        scenario.warehouse_url, spark_cluster, window, progress=lines.append)))
+    with psycopg.connect(scenario.warehouse_url, autocommit=True) as other_build:
+        other_build.execute("select pg_advisory_lock(%s)", (BUILD_LOCK,))
+        build.start()
+        deadline = time.monotonic() + 120
+        while not lines:
+            assert time.monotonic() < deadline and build.is_alive(), f"the build did not wait: {lines}"
+            time.sleep(0.2)
+        time.sleep(3 * LOCK_POLL_S)
+        assert lines == [WAITING], "the build went on while another build held the lock"
+    build.join(timeout=600)
+    assert built and built[0]["published"]["fct_bot_replies"] > 0
+
+
 def test_the_engine_setting_names_itself_when_wrong(monkeypatch):
     from dagster_project.core.settings import ConfigError, engine
 

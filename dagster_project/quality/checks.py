@@ -196,10 +196,12 @@ def _validate(suite: Suite, warehouse_url: str, table: str) -> SuiteResult:
         # that engine when added (it would look for this warehouse's table in the previous one)
         with contextlib.suppress(KeyError, LookupError, ValueError):
             context.data_sources.delete(source_name)
-        datasource = context.data_sources.add_postgres(source_name, connection_string="${BOTFLOW_GX_WAREHOUSE_URL}")
+        # the table's schema on the connection's search path (GX 1.14 deprecated a table asset's schema_name)
         schema_name, table_name = table.split(".")
-        batch = datasource.add_table_asset(suite.name, table_name=table_name, schema_name=schema_name
-                                           ).add_batch_definition_whole_table("window")
+        datasource = context.data_sources.add_postgres(
+            source_name, connection_string="${BOTFLOW_GX_WAREHOUSE_URL}",
+            kwargs={"connect_args": {"options": f"-c search_path={schema_name}"}})
+        batch = datasource.add_table_asset(suite.name, table_name=table_name).add_batch_definition_whole_table("window")
         expectation_suite = gx.ExpectationSuite(name=suite.name)
         for rule in suite.rules:
             expectation = rule.build()

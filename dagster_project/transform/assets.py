@@ -137,6 +137,7 @@ def run_on_spark(context: dg.AssetExecutionContext, warehouse_url: str, window: 
         for name, key in on_spark.items():
             yield dg.MaterializeResult(asset_key=key, metadata={
                 "engine": "spark", "rows_published": result["published"][name],
+                "spark_rows_landed": sum(result["landed"].values()),
                 **{f"spark_{stage}_s": round(seconds, 1) for stage, seconds in result["seconds"].items()}})
         tests_only = ["--resource-type", "test", *(["--exclude", *in_warehouse] if in_warehouse else [])]
         yield from run_dbt(context, tests_only, window)

@@ -10,11 +10,16 @@ the cluster's executors (two tasks per core at least, a day at most each), into 
   - conversations, bots, organizations: rewritten whole (a conversation of any day may change when a later
     window loads its messages). At 10M messages that is ~1.1M conversations per landing: the next step is
     a date partition with the load time of raw.conversations (docs/spark.md).
+What is landed already is not landed again: each landed day (and each table landed whole) records, as a
+property of its Parquet table, the fingerprint of the warehouse rows it was copied from (`fingerprint`); a
+day whose rows have the same fingerprint now is kept. So the hourly and the daily asset of a run land the
+window once, and a day rebuilt alone reads no raw row again unless ingestion changed it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -100,11 +105,90 @@ def read_ranges(days: list[date], cores: int) -> list[tuple[datetime, datetime]]
     return [(start + timedelta(hours=h), start + timedelta(hours=min(h + step, hours))) for h in range(0, hours, step)]
 
 
+# A fingerprint of raw rows: which warehouse and table they are in (its columns too), how they are landed
+# (LANDING_VERSION), their number and the sum of their load times. Ingestion stamps `_loaded_at = now()` on
+# every row it inserts or replaces (ingest/rules.py), so a row added, deleted or replaced changes the count
+# or the sum (a replaced row takes its replacing transaction's time, not the one it had); rows left as they
+# were change neither. A fingerprint is read before the rows it describes: rows that change in between are
+# landed again by the next build.
+FINGERPRINT = """
+select {day} count(*), coalesce(sum(extract(epoch from _loaded_at)), 0) from raw.{table}
+{where} {group}
+"""
+LANDED = "botflow.landed"  # the table property that holds the fingerprint of a table landed whole
+LANDING_VERSION = 1  # a change of what landing writes (columns, types, layout): raise it, everything lands again
+IDENTITY = """
+select current_database(), c.oid, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', '
+                                             order by a.attnum)
+from pg_class c join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+where c.oid = %s::regclass group by c.oid
+"""
+EMPTY_DAY = (0, 0)
+
+
+def landed_key(day: date) -> str:
+    """The table property that holds the fingerprint of a landed day."""
+    return f"{LANDED}.{day.isoformat()}"
+
+
+def fingerprint(conn: psycopg.Connection, table: str, figures: list[tuple]) -> list[str]:
+    """The fingerprint of each of `figures` (rows, sum of load times) of raw.`table` of this warehouse."""
+    identity = (LANDING_VERSION, *conn.execute(IDENTITY, (f"raw.{table}",)).fetchone())
+    return [hashlib.sha256(repr((*identity, *each)).encode()).hexdigest()[:24] for each in figures]
+
+
+def table_fingerprint(conn: psycopg.Connection, table: str) -> str:
+    query = FINGERPRINT.format(day="", table=table, where="", group="")
+    return fingerprint(conn, table, [conn.execute(query).fetchone()])[0]
+
+
+def day_fingerprints(conn: psycopg.Connection, table: str, column: str, days: list[date]) -> dict[date, str]:
+    """Each of `days` (contiguous): the fingerprint of its rows (those of an empty day too)."""
+    query = FINGERPRINT.format(day=f"({column} at time zone 'UTC')::date,", table=table,
+                               where=f"where {column} >= %(lo)s and {column} < %(hi)s", group="group by 1")
+    figures = {day: (rows, seconds) for day, rows, seconds in conn.execute(
+        query, {"lo": utc_midnight(days[0]), "hi": utc_midnight(days[-1] + timedelta(days=1))})}
+    return dict(zip(days, fingerprint(conn, table, [figures.get(day, EMPTY_DAY) for day in days]), strict=True))
+
+
+def table_properties(spark: Any, table: str) -> dict[str, str]:
+    if not spark.catalog.tableExists(table):
+        return {}
+    return {row.key: row.value for row in spark.sql(f"show tblproperties {table}").collect()}
+
+
+def set_properties(spark: Any, table: str, values: dict[str, str]) -> None:
+    for chunk in chunks(sorted(values.items()), 200):
+        spark.sql(f"alter table {table} set tblproperties ("
+                  + ", ".join(f"'{key}' = '{value}'" for key, value in chunk) + ")")
+
+
+def unset_properties(spark: Any, table: str, keys: Iterable[str]) -> None:
+    for chunk in chunks(sorted(keys), 200):
+        spark.sql(f"alter table {table} unset tblproperties if exists (" + ", ".join(f"'{k}'" for k in chunk) + ")")
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[n:n + size] for n in range(0, len(items), size)]
+
+
+def contiguous(days: list[date]) -> list[list[date]]:
+    """Sorted `days` in runs of consecutive dates."""
+    runs: list[list[date]] = []
+    for day in sorted(days):
+        if runs and day - runs[-1][-1] == timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return runs
+
+
 def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callable[[str], None] = print,
-                whole: bool = False) -> dict:
-    """Copy the raw rows of the window's days (and the whole small tables) into Parquet; rows per table.
-    `whole` (a full refresh, the window being history_window's): every table rewritten whole, so no day of
-    another history stays behind."""
+                whole: bool = False) -> dict[str, int]:
+    """Copy the raw rows of the window's days (and the whole small tables) into Parquet, except the days (and
+    tables) landed already from the same rows; the rows landed per table (0: kept as landed). `whole` (a full
+    refresh, the window being history_window's): every table rewritten whole, so no day of another history
+    stays behind, unless it was landed whole from the same rows."""
     from pyspark.sql import functions as F
 
     url, properties = jdbc_url(warehouse_url)
@@ -117,27 +201,54 @@ def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callab
         rows = spark.read.jdbc(url, table, properties=properties)
         rows.select(*(F.col(name).cast(kind).alias(name) for name, kind in types.items())).write.mode(
             "overwrite").format("parquet").saveAsTable(table)
-    for table, column in RAW_TABLES.items():
-        days = days_of.get(table, [])
-        if column is None:
-            frame = spark.read.jdbc(url, f"raw.{table}", properties={**properties, "fetchsize": "10000"})
-            frame = frame.drop("_run_id", "_loaded_at")
-            frame.write.mode("overwrite").format("parquet").saveAsTable(f"raw.{table}")
-        else:
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:  # no transaction held while Spark reads
+        for table, column in RAW_TABLES.items():
+            name, reading = f"raw.{table}", {**properties, "fetchsize": "10000"}
+            props = table_properties(spark, name)
+            if column is None or whole:
+                recorded = {LANDED: table_fingerprint(conn, table)}
+                if column is not None:  # and each day's (the window is the raw layer's history)
+                    every_day = days_between(window.start, window.end - timedelta(microseconds=1))
+                    recorded |= {landed_key(day): value
+                                 for day, value in day_fingerprints(conn, table, column, every_day).items()}
+                if props.get(LANDED) == recorded[LANDED]:
+                    landed[table] = 0
+                    progress(f"kept {name}: landed whole from the same rows")
+                    continue
+                if column is None:
+                    frame = spark.read.jdbc(url, name, properties=reading).drop("_run_id", "_loaded_at")
+                    frame.write.mode("overwrite").format("parquet").saveAsTable(name)
+                else:
+                    frame = spark.read.jdbc(url, name, properties=reading)
+                    frame = frame.drop("_run_id", "_loaded_at").withColumn(PARTITION_COLUMN, F.to_date(column))
+                    frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(name)
+                set_properties(spark, name, recorded)  # after the rows: a landing stopped half way is redone
+                landed[table] = spark.table(name).count()
+                progress(f"landed {name}: {landed[table]:,} rows")
+                continue
+            days = days_of[table]
+            current = day_fingerprints(conn, table, column, days)
+            stale = [day for day in days if props.get(landed_key(day)) != current[day]]
+            if not stale:
+                landed[table] = 0
+                progress(f"kept {name} ({days[0]} to {days[-1]}): landed from the same rows")
+                continue
+            # the stale days' fingerprints first: a landing stopped half way leaves them to be landed again
+            unset_properties(spark, name, [LANDED, *map(landed_key, stale)] if props else [])
             predicates = [f"{column} >= '{lo.isoformat()}' and {column} < '{hi.isoformat()}'"
-                          for lo, hi in read_ranges(days, spark.sparkContext.defaultParallelism)]
-            frame = spark.read.jdbc(url, f"raw.{table}", predicates=predicates,
-                                    properties={**properties, "fetchsize": "10000"})
+                          for run in contiguous(stale)
+                          for lo, hi in read_ranges(run, spark.sparkContext.defaultParallelism)]
+            frame = spark.read.jdbc(url, name, predicates=predicates, properties=reading)
             frame = frame.drop("_run_id", "_loaded_at").withColumn(PARTITION_COLUMN, F.to_date(column))
-            if spark.catalog.tableExists(f"raw.{table}") and not whole:
+            if spark.catalog.tableExists(name):
                 # the days, dropped first: a day that now has no row must not keep its old ones
-                spark.sql(f"alter table raw.{table} drop if exists "
-                          + ", ".join(f"partition ({PARTITION_COLUMN} = date'{day}')" for day in days))
-                frame.write.mode("append").format("parquet").insertInto(f"raw.{table}")
+                spark.sql(f"alter table {name} drop if exists "
+                          + ", ".join(f"partition ({PARTITION_COLUMN} = date'{day}')" for day in stale))
+                frame.write.mode("append").format("parquet").insertInto(name)
             else:
-                frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(
-                    f"raw.{table}")
-        stored = spark.table(f"raw.{table}")
-        landed[table] = (stored if column is None else stored.where(F.col(PARTITION_COLUMN).isin(days))).count()
-        progress(f"landed raw.{table}: {landed[table]:,} rows" + (f" ({days[0]} to {days[-1]})" if days else ""))
+                frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(name)
+            set_properties(spark, name, {landed_key(day): current[day] for day in stale})
+            landed[table] = spark.table(name).where(F.col(PARTITION_COLUMN).isin(stale)).count()
+            progress(f"landed {name}: {landed[table]:,} rows of {len(stale)} of {len(days)} days "
+                     f"({days[0]} to {days[-1]}; the others kept, landed from the same rows)")
     return landed
