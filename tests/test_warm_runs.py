@@ -102,10 +102,19 @@ def test_daemon_runs_fork_from_a_warm_worker_are_exact_cancel_and_follow_code_ch
         assert child_pid != worker.pid and warm.tags["botflow/pid"] == str(child_pid)  # its steps ran in the fork
         assert_marts_are_exact(stack)
 
-        doomed = launch(stack, "2026-06-01-12:00")
-        wait(stack, doomed, lambda run: run.status == dg.DagsterRunStatus.STARTED and WORKER_PID_TAG in run.tags)
-        with stack.instance() as instance:  # as the UI's Terminate does, from another process than the daemon
-            assert instance.run_launcher.terminate(doomed)
+        # the run's ingestion waits on raw.messages until it is terminated (else a short run can end first)
+        with stack.warehouse() as blocker:
+            blocker.execute("lock table raw.messages in share mode")
+            doomed = launch(stack, "2026-06-01-12:00")
+            wait(stack, doomed, lambda run: run.status == dg.DagsterRunStatus.STARTED and WORKER_PID_TAG in run.tags)
+            deadline = time.monotonic() + 120
+            while not blocker.execute(
+                    "select 1 from pg_locks l join pg_database d on d.oid = l.database and d.datname = "
+                    "current_database() where relation = 'raw.messages'::regclass and not granted").fetchone():
+                assert time.monotonic() < deadline, "the run never waited on raw.messages\n" + daemon.output[-3000:]
+                time.sleep(0.2)
+            with stack.instance() as instance:  # as the UI's Terminate does, from another process than the daemon
+                assert instance.run_launcher.terminate(doomed)
         assert finished(stack, doomed).status == dg.DagsterRunStatus.CANCELED, [
             line for line in daemon.output.splitlines() if doomed in line or "nterrupt" in line][-40:]
 
