@@ -32,6 +32,14 @@ MARTS = ("marts.conversation_metrics", "marts.bot_performance_metrics", "marts.u
          "marts.response_time_histogram", "marts.metric_anomalies", "marts.bot_performance_metrics_local")
 
 
+def a_backend_waits_on(conn: psycopg.Connection, table: str) -> bool:
+    """Whether a session of `conn`'s database waits for a lock on `table` (held by a test, to keep a run inside
+    its step until the test acts on it)."""
+    return conn.execute("select 1 from pg_locks l join pg_database d on d.oid = l.database and d.datname = "
+                        "current_database() where relation = %s::regclass and not granted", (table,)).fetchone() \
+        is not None
+
+
 @dataclass
 class Stack:
     """A source, a warehouse and a Dagster storage, and the environment `botflow` runs with."""

@@ -22,7 +22,16 @@ import psutil
 import psycopg
 import pytest
 from conftest import ADMIN_URL, RUN_TAG, free_port
-from processes import WINDOW, Process, Stack, assert_marts_are_exact, drop_stack, make_stack, warnings_of_our_code
+from processes import (
+    WINDOW,
+    Process,
+    Stack,
+    a_backend_waits_on,
+    assert_marts_are_exact,
+    drop_stack,
+    make_stack,
+    warnings_of_our_code,
+)
 
 
 @pytest.fixture
@@ -257,9 +266,8 @@ def test_a_daemon_run_whose_worker_is_killed_is_failed_freed_and_retried(stack):
             victim = wait_for_a_claimed_slot(stack, "hourly_partition_job", timeout=240)
             with stack.instance() as instance:
                 deadline = time.monotonic() + 120
-                while PID_TAG not in (run := instance.get_run_by_id(victim)).tags or not blocker.execute(
-                        "select 1 from pg_locks l join pg_database d on d.oid = l.database and d.datname = "
-                        "current_database() where relation = 'raw.messages'::regclass and not granted").fetchone():
+                while PID_TAG not in (run := instance.get_run_by_id(victim)).tags or not a_backend_waits_on(
+                        blocker, "raw.messages"):
                     assert time.monotonic() < deadline, (
                         f"the daemon's run never waited on raw.messages (tags {run.tags})\n" + daemon.output[-3000:])
                     time.sleep(0.2)

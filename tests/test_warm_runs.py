@@ -24,6 +24,7 @@ from processes import (
     WINDOW,
     Process,
     Stack,
+    a_backend_waits_on,
     assert_marts_are_exact,
     drop_stack,
     make_stack,
@@ -108,9 +109,7 @@ def test_daemon_runs_fork_from_a_warm_worker_are_exact_cancel_and_follow_code_ch
             doomed = launch(stack, "2026-06-01-12:00")
             wait(stack, doomed, lambda run: run.status == dg.DagsterRunStatus.STARTED and WORKER_PID_TAG in run.tags)
             deadline = time.monotonic() + 120
-            while not blocker.execute(
-                    "select 1 from pg_locks l join pg_database d on d.oid = l.database and d.datname = "
-                    "current_database() where relation = 'raw.messages'::regclass and not granted").fetchone():
+            while not a_backend_waits_on(blocker, "raw.messages"):
                 assert time.monotonic() < deadline, "the run never waited on raw.messages\n" + daemon.output[-3000:]
                 time.sleep(0.2)
             with stack.instance() as instance:  # as the UI's Terminate does, from another process than the daemon

@@ -131,24 +131,28 @@ def landed_key(day: date) -> str:
     return f"{LANDED}.{day.isoformat()}"
 
 
-def fingerprint(conn: psycopg.Connection, table: str, figures: list[tuple]) -> list[str]:
-    """The fingerprint of each of `figures` (rows, sum of load times) of raw.`table` of this warehouse."""
-    identity = (LANDING_VERSION, *conn.execute(IDENTITY, (f"raw.{table}",)).fetchone())
-    return [hashlib.sha256(repr((*identity, *each)).encode()).hexdigest()[:24] for each in figures]
+def identity(conn: psycopg.Connection, table: str) -> tuple:
+    """What a fingerprint of raw.`table` of this warehouse starts with (IDENTITY, LANDING_VERSION)."""
+    return (LANDING_VERSION, *conn.execute(IDENTITY, (f"raw.{table}",)).fetchone())
 
 
-def table_fingerprint(conn: psycopg.Connection, table: str) -> str:
-    query = FINGERPRINT.format(day="", table=table, where="", group="")
-    return fingerprint(conn, table, [conn.execute(query).fetchone()])[0]
+def fingerprint(of: tuple, figures: tuple) -> str:
+    """The fingerprint of rows (their number, the sum of their load times) of the table `of` identifies."""
+    return hashlib.sha256(repr((*of, *figures)).encode()).hexdigest()[:24]
 
 
-def day_fingerprints(conn: psycopg.Connection, table: str, column: str, days: list[date]) -> dict[date, str]:
+def table_fingerprint(conn: psycopg.Connection, table: str, of: tuple) -> str:
+    return fingerprint(of, conn.execute(FINGERPRINT.format(day="", table=table, where="", group="")).fetchone())
+
+
+def day_fingerprints(conn: psycopg.Connection, table: str, column: str, days: list[date], of: tuple
+                     ) -> dict[date, str]:
     """Each of `days` (contiguous): the fingerprint of its rows (those of an empty day too)."""
     query = FINGERPRINT.format(day=f"({column} at time zone 'UTC')::date,", table=table,
                                where=f"where {column} >= %(lo)s and {column} < %(hi)s", group="group by 1")
     figures = {day: (rows, seconds) for day, rows, seconds in conn.execute(
         query, {"lo": utc_midnight(days[0]), "hi": utc_midnight(days[-1] + timedelta(days=1))})}
-    return dict(zip(days, fingerprint(conn, table, [figures.get(day, EMPTY_DAY) for day in days]), strict=True))
+    return {day: fingerprint(of, figures.get(day, EMPTY_DAY)) for day in days}
 
 
 def table_properties(spark: Any, table: str) -> dict[str, str]:
@@ -183,6 +187,23 @@ def contiguous(days: list[date]) -> list[list[date]]:
     return runs
 
 
+def read_raw(spark: Any, url: str, properties: dict, table: str, column: str | None,
+             predicates: list[str] | None = None) -> Any:
+    """raw.`table` over JDBC (the rows of `predicates`, else all), without the load columns; with the partition
+    column of its days if it has an event `column`."""
+    from pyspark.sql import functions as F
+
+    reading = {"properties": {**properties, "fetchsize": "10000"}, **({"predicates": predicates} if predicates else {})}
+    frame = spark.read.jdbc(url, f"raw.{table}", **reading).drop("_run_id", "_loaded_at")
+    return frame if column is None else frame.withColumn(PARTITION_COLUMN, F.to_date(column))
+
+
+def write_whole(frame: Any, name: str, column: str | None) -> None:
+    """`frame` as the Parquet table `name`, replaced whole (partitioned by day if it has an event `column`)."""
+    writer = frame.write.mode("overwrite").format("parquet")
+    (writer if column is None else writer.partitionBy(PARTITION_COLUMN)).saveAsTable(name)
+
+
 def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callable[[str], None] = print,
                 whole: bool = False) -> dict[str, int]:
     """Copy the raw rows of the window's days (and the whole small tables) into Parquet, except the days (and
@@ -203,31 +224,26 @@ def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callab
             "overwrite").format("parquet").saveAsTable(table)
     with psycopg.connect(warehouse_url, autocommit=True) as conn:  # no transaction held while Spark reads
         for table, column in RAW_TABLES.items():
-            name, reading = f"raw.{table}", {**properties, "fetchsize": "10000"}
+            name, of = f"raw.{table}", identity(conn, table)
             props = table_properties(spark, name)
+
             if column is None or whole:
-                recorded = {LANDED: table_fingerprint(conn, table)}
+                recorded = {LANDED: table_fingerprint(conn, table, of)}
                 if column is not None:  # and each day's (the window is the raw layer's history)
                     every_day = days_between(window.start, window.end - timedelta(microseconds=1))
                     recorded |= {landed_key(day): value
-                                 for day, value in day_fingerprints(conn, table, column, every_day).items()}
+                                 for day, value in day_fingerprints(conn, table, column, every_day, of).items()}
                 if props.get(LANDED) == recorded[LANDED]:
                     landed[table] = 0
                     progress(f"kept {name}: landed whole from the same rows")
                     continue
-                if column is None:
-                    frame = spark.read.jdbc(url, name, properties=reading).drop("_run_id", "_loaded_at")
-                    frame.write.mode("overwrite").format("parquet").saveAsTable(name)
-                else:
-                    frame = spark.read.jdbc(url, name, properties=reading)
-                    frame = frame.drop("_run_id", "_loaded_at").withColumn(PARTITION_COLUMN, F.to_date(column))
-                    frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(name)
+                write_whole(read_raw(spark, url, properties, table, column), name, column)
                 set_properties(spark, name, recorded)  # after the rows: a landing stopped half way is redone
                 landed[table] = spark.table(name).count()
                 progress(f"landed {name}: {landed[table]:,} rows")
                 continue
             days = days_of[table]
-            current = day_fingerprints(conn, table, column, days)
+            current = day_fingerprints(conn, table, column, days, of)
             stale = [day for day in days if props.get(landed_key(day)) != current[day]]
             if not stale:
                 landed[table] = 0
@@ -238,15 +254,14 @@ def land_window(spark: Any, warehouse_url: str, window: Window, progress: Callab
             predicates = [f"{column} >= '{lo.isoformat()}' and {column} < '{hi.isoformat()}'"
                           for run in contiguous(stale)
                           for lo, hi in read_ranges(run, spark.sparkContext.defaultParallelism)]
-            frame = spark.read.jdbc(url, name, predicates=predicates, properties=reading)
-            frame = frame.drop("_run_id", "_loaded_at").withColumn(PARTITION_COLUMN, F.to_date(column))
+            frame = read_raw(spark, url, properties, table, column, predicates)
             if spark.catalog.tableExists(name):
                 # the days, dropped first: a day that now has no row must not keep its old ones
                 spark.sql(f"alter table {name} drop if exists "
                           + ", ".join(f"partition ({PARTITION_COLUMN} = date'{day}')" for day in stale))
                 frame.write.mode("append").format("parquet").insertInto(name)
             else:
-                frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).format("parquet").saveAsTable(name)
+                write_whole(frame, name, column)
             set_properties(spark, name, {landed_key(day): current[day] for day in stale})
             landed[table] = spark.table(name).where(F.col(PARTITION_COLUMN).isin(stale)).count()
             progress(f"landed {name}: {landed[table]:,} rows of {len(stale)} of {len(days)} days "
